@@ -1,0 +1,119 @@
+"""The web process's composition root: settings → clients → services → routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER
+from core.audit import AuditLog
+from core.auth import UserService
+from core.bus import EventBus
+from core.db import Database
+from core.demo import seed_demo
+from core.http import (
+    APIS,
+    AUDIT,
+    HEALTH_CHECKS,
+    SETTINGS,
+    STATIC_DIR,
+    USERS,
+    mount_core_routes,
+    problem_middleware,
+    request_middleware,
+)
+from core.http import api as core_api
+from core.log import get_logger
+from core.settings import Settings
+from omnichannel import OMNICHANNEL, Omnichannel
+from omnichannel.http import api as omnichannel_api
+
+log = get_logger(__name__)
+
+DATABASE = web.AppKey("database", Database)
+REDIS = web.AppKey("redis", aioredis.Redis)
+BUS = web.AppKey("bus", EventBus)
+
+
+def build_app(settings: Settings) -> web.Application:
+    if settings.mongo_url is None or settings.redis_url is None:
+        missing = "HUILIU_MONGO_URL" if settings.mongo_url is None else "HUILIU_REDIS_URL"
+        raise ValueError(f"{missing} is not set; `huiliu run` sets it when it starts the embedded server")
+    app = web.Application(
+        middlewares=[request_middleware, problem_middleware], client_max_size=settings.max_body_bytes
+    )
+    app[SETTINGS] = settings
+    app[MAX_BODY_BYTES] = settings.max_body_bytes
+    app[APIS] = [core_api, omnichannel_api]
+    app.cleanup_ctx.append(_services)
+    for api in app[APIS]:
+        api.mount(app)
+    mount_core_routes(app)
+    app.router.add_get("/", _redirect_to_admin)
+    app.router.add_get("/admin", _admin_page)
+    app.router.add_static("/static/", STATIC_DIR, name="static")
+    return app
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.mongo_url is not None and settings.redis_url is not None
+    db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
+    redis = aioredis.from_url(
+        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15
+    )
+    bus = EventBus(redis, db)
+    users = UserService(
+        db,
+        token_ttl=dt.timedelta(seconds=settings.token_ttl_seconds),
+        max_failures=settings.login_max_failures,
+        lockout=dt.timedelta(seconds=settings.login_lockout_seconds),
+    )
+    app[DATABASE] = db
+    app[REDIS] = redis
+    app[BUS] = bus
+    app[USERS] = users
+    app[TOKEN_RESOLVER] = users.resolve
+    app[AUDIT] = AuditLog(db)
+    app[OMNICHANNEL] = Omnichannel.create(db, bus, default_region=settings.default_region)
+    app[HEALTH_CHECKS] = {"mongodb": db.ping, "redis": redis.ping}
+    preparing = asyncio.create_task(_prepare_until_ready(db, users, settings), name="prepare-database")
+    await bus.start()
+    yield
+    preparing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await preparing
+    await bus.stop()
+    await redis.aclose()
+    await db.close()
+
+
+async def _prepare_until_ready(db: Database, users: UserService, settings: Settings) -> None:
+    """Indexes, migrations and the demo tenant; retried while MongoDB is not reachable yet."""
+    delay = 0.5
+    while True:
+        try:
+            applied = await db.prepare()
+            if applied:
+                log.info("database.migrated", applied=applied)
+            if settings.demo:
+                await seed_demo(users)
+            log.info("database.ready")
+            return
+        except Exception as exc:
+            log.warning("database.not_ready", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def _redirect_to_admin(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/admin")
+
+
+async def _admin_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "admin.html")

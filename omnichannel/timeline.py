@@ -1,0 +1,137 @@
+"""The unified timeline: every event of every channel on one customer, newest first.
+
+Producers retry safely: ``idempotency_key`` is unique, and a second append with the same key returns the
+event already stored. Events are written to MongoDB first and announced on the bus (``timeline.<kind>``)
+second; a subscriber that lost the bus for a while catches up with ``since``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
+
+from core.bus import EventBus
+from core.db import Database, as_utc, register_indexes, utcnow
+from core.errors import Invalid, NotFound
+from core.metrics import TIMELINE_EVENTS
+from core.pagination import before, encode_cursor
+from omnichannel.customers import CustomerService, object_id
+from omnichannel.models import Actor, Channel, NewEvent, TimelineEvent, TimelinePage
+
+register_indexes(
+    "timeline",
+    IndexModel([("idempotency_key", ASCENDING)], unique=True),
+    IndexModel([("customer_id", ASCENDING), ("ts", DESCENDING), ("_id", DESCENDING)]),
+    IndexModel([("conversation_id", ASCENDING), ("ts", DESCENDING), ("_id", DESCENDING)]),
+    IndexModel([("ts", ASCENDING)]),
+)
+
+MAX_PAGE = 200
+
+
+def event_from_doc(doc: dict[str, Any]) -> TimelineEvent:
+    return TimelineEvent(
+        id=str(doc["_id"]),
+        customer_id=str(doc["customer_id"]),
+        conversation_id=str(doc["conversation_id"]) if doc.get("conversation_id") else None,
+        ts=as_utc(doc["ts"]),
+        channel=Channel(doc["channel"]),
+        kind=doc["kind"],
+        actor=Actor(**doc["actor"]),
+        body=doc.get("body", {}),
+        idempotency_key=doc["idempotency_key"],
+    )
+
+
+class TimelineService:
+    def __init__(self, db: Database, customers: CustomerService, bus: EventBus | None = None) -> None:
+        self.events = db["timeline"]
+        self.conversations = db["conversations"]
+        self.customers = customers
+        self.bus = bus
+
+    async def append(self, customer_id: str, event: NewEvent, actor: Actor) -> tuple[TimelineEvent, bool]:
+        """Store ``event`` on the customer's timeline; ``(event, created)`` — False when the key was seen."""
+        key = event.idempotency_key or f"auto:{uuid.uuid4()}"
+        # Events for a merged-away customer land on the customer that now holds their identities.
+        customer = await self.customers.live(customer_id)
+        conversation_id = None
+        if event.conversation_id is not None:
+            conversation_id = object_id(event.conversation_id, "conversation")
+            if await self.conversations.count_documents({"_id": conversation_id}, limit=1) == 0:
+                raise NotFound(f"no conversation {event.conversation_id}", code="conversation_not_found")
+        doc = {
+            "_id": ObjectId(),
+            "customer_id": ObjectId(customer.id),
+            "conversation_id": conversation_id,
+            "ts": _millis(as_utc(event.ts)) if event.ts else utcnow(),
+            "channel": event.channel.value,
+            "kind": event.kind,
+            "actor": actor.model_dump(mode="json"),
+            "body": event.body,
+            "idempotency_key": key,
+        }
+        try:
+            await self.events.insert_one(doc)
+        except DuplicateKeyError:
+            stored = await self.events.find_one({"idempotency_key": key})
+            if stored is None:  # pragma: no cover - the duplicate was deleted in between
+                raise
+            return event_from_doc(stored), False
+        stored_event = event_from_doc(doc)
+        TIMELINE_EVENTS.labels(event.channel.value, event.kind).inc()
+        if self.bus is not None:
+            await self.bus.publish(f"timeline.{event.kind}", stored_event.model_dump(mode="json"))
+        return stored_event, True
+
+    async def page(
+        self,
+        customer_id: str,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        channels: list[Channel] | None = None,
+        kinds: list[str] | None = None,
+        conversation_id: str | None = None,
+    ) -> TimelinePage:
+        """Newest first; ``next_cursor`` continues where this page stopped (stable under new appends)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise Invalid(f"limit must be 1..{MAX_PAGE}", code="invalid_limit")
+        await self.customers.get(customer_id)
+        ids = await self.customers.timeline_ids(customer_id)
+        query: dict[str, Any] = {"customer_id": ids[0] if len(ids) == 1 else {"$in": ids}}
+        if channels:
+            query["channel"] = {"$in": [channel.value for channel in channels]}
+        if kinds:
+            exact = [kind for kind in kinds if not kind.endswith(".*")]
+            prefixes = [kind[:-1] for kind in kinds if kind.endswith(".*")]
+            alternatives: list[dict[str, Any]] = []
+            if exact:
+                alternatives.append({"kind": {"$in": exact}})
+            alternatives.extend({"kind": {"$regex": "^" + prefix.replace(".", r"\.")}} for prefix in prefixes)
+            query["$and"] = [{"$or": alternatives}]
+        if conversation_id:
+            query["conversation_id"] = object_id(conversation_id, "conversation")
+        if cursor:
+            query.setdefault("$and", []).append(before(cursor))
+        docs = [doc async for doc in self.events.find(query, sort=[("ts", -1), ("_id", -1)], limit=limit + 1)]
+        next_cursor = (
+            encode_cursor(docs[limit - 1]["ts"], docs[limit - 1]["_id"]) if len(docs) > limit else None
+        )
+        return TimelinePage(events=[event_from_doc(doc) for doc in docs[:limit]], next_cursor=next_cursor)
+
+    async def since(self, ts: dt.datetime) -> AsyncIterator[dict[str, Any]]:
+        """Every event at or after ``ts``, oldest first, shaped like the bus message (for resume)."""
+        async for doc in self.events.find({"ts": {"$gte": ts}}, sort=[("ts", 1), ("_id", 1)]):
+            event = event_from_doc(doc)
+            yield {**event.model_dump(mode="json"), "topic": f"timeline.{event.kind}"}
+
+
+def _millis(value: dt.datetime) -> dt.datetime:
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
