@@ -81,8 +81,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_RESOLVER] = users.resolve
     app[AUDIT] = AuditLog(db)
     app[OMNICHANNEL] = Omnichannel.create(db, bus, default_region=settings.default_region)
-    app[HEALTH_CHECKS] = {"mongodb": db.ping, "redis": redis.ping}
-    preparing = asyncio.create_task(_prepare_until_ready(db, users, settings), name="prepare-database")
+    prepared = asyncio.Event()
+
+    async def schema_ready() -> None:
+        if not prepared.is_set():
+            raise RuntimeError("indexes and migrations are not applied yet")
+
+    app[HEALTH_CHECKS] = {"mongodb": db.ping, "redis": redis.ping, "schema": schema_ready}
+    preparing = asyncio.create_task(
+        _prepare_until_ready(db, users, settings, prepared), name="prepare-database"
+    )
     await bus.start()
     yield
     preparing.cancel()
@@ -93,7 +101,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await db.close()
 
 
-async def _prepare_until_ready(db: Database, users: UserService, settings: Settings) -> None:
+async def _prepare_until_ready(
+    db: Database, users: UserService, settings: Settings, prepared: asyncio.Event
+) -> None:
     """Indexes, migrations and the demo tenant; retried while MongoDB is not reachable yet."""
     delay = 0.5
     while True:
@@ -104,6 +114,7 @@ async def _prepare_until_ready(db: Database, users: UserService, settings: Setti
             if settings.demo:
                 await seed_demo(users)
             log.info("database.ready")
+            prepared.set()
             return
         except Exception as exc:
             log.warning("database.not_ready", error=str(exc), retry_in=delay)

@@ -36,6 +36,7 @@ class _MigrationSpec:
 
 _INDEXES: dict[str, list[IndexModel]] = {}
 _MIGRATIONS: dict[int, _MigrationSpec] = {}
+MigrationRegistry = dict[int, _MigrationSpec]
 
 
 def register_indexes(collection: str, *indexes: IndexModel) -> None:
@@ -43,14 +44,17 @@ def register_indexes(collection: str, *indexes: IndexModel) -> None:
     _INDEXES.setdefault(collection, []).extend(indexes)
 
 
-def migration(version: int, name: str) -> Callable[[Migration], Migration]:
+def migration(
+    version: int, name: str, registry: MigrationRegistry | None = None
+) -> Callable[[Migration], Migration]:
     """Register a data migration; versions are global integers, applied in ascending order once."""
+    target = _MIGRATIONS if registry is None else registry
 
     def register(func: Migration) -> Migration:
-        existing = _MIGRATIONS.get(version)
+        existing = target.get(version)
         if existing is not None and existing.apply is not func:
             raise RuntimeError(f"migration version {version} registered twice ({existing.name}, {name})")
-        _MIGRATIONS[version] = _MigrationSpec(version, name, func)
+        target[version] = _MigrationSpec(version, name, func)
         return func
 
     return register
@@ -97,19 +101,19 @@ class Database:
     async def close(self) -> None:
         await self.client.close()
 
-    async def prepare(self) -> list[str]:
+    async def prepare(self, migrations: MigrationRegistry | None = None) -> list[str]:
         """Create declared indexes and apply pending migrations; returns the names of those applied."""
         for collection, indexes in _INDEXES.items():
             await self.db[collection].create_indexes(indexes)
-        return await self._migrate()
+        return await self._migrate(_MIGRATIONS if migrations is None else migrations)
 
     async def schema_version(self) -> int:
         latest = await self.db.schema_migrations.find_one({"_id": {"$type": "int"}}, sort=[("_id", -1)])
         return int(latest["_id"]) if latest else 0
 
-    async def _migrate(self) -> list[str]:
+    async def _migrate(self, migrations: MigrationRegistry) -> list[str]:
         applied: list[str] = []
-        pending = sorted(_MIGRATIONS)
+        pending = sorted(migrations)
         if not pending:
             return applied
         await self._acquire_lock()
@@ -118,7 +122,7 @@ class Database:
             for version in pending:
                 if version in done:
                     continue
-                spec = _MIGRATIONS[version]
+                spec = migrations[version]
                 log.info("migration.applying", version=version, name=spec.name)
                 await spec.apply(self.db)
                 await self.db.schema_migrations.insert_one(

@@ -112,6 +112,9 @@ class CustomerService:
                 )
             except DuplicateKeyError:
                 continue  # a concurrent first contact won the insert; find theirs
+            if doc is None:
+                # SecantusDB (not MongoDB) can answer a racing upsert with no document; look again.
+                continue
             created = doc["_id"] == new_id
             if not created:
                 doc = await self._attach_missing(doc, found)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.api import Api, current_user, json_response
 from core.auth import Role
@@ -43,6 +43,15 @@ class TimelineQuery(BaseModel):
     channel: str | None = Field(default=None, description="Comma-separated channels, e.g. voice,wechat")
     kind: str | None = Field(default=None, description="Comma-separated kinds; 'ticket.*' matches a prefix")
     conversation_id: str | None = None
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channels(cls, value: str | None) -> str | None:
+        known = {channel.value for channel in Channel}
+        unknown = [part for part in (value or "").split(",") if part and part not in known]
+        if unknown:
+            raise ValueError(f"unknown channel {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return value
 
     def channels(self) -> list[Channel] | None:
         return [Channel(part) for part in self.channel.split(",") if part] if self.channel else None

@@ -102,19 +102,20 @@ async def server(settings: Settings) -> AsyncIterator[TestServer]:
     await database.close()
 
 
-async def wait_until_ready(base: str, timeout: float = 20.0) -> None:
-    """Wait for indexes, migrations and demo users (prepared in the background at start)."""
+async def wait_until_ready(base: str, timeout: float = 30.0) -> None:
+    """Wait until /healthz is green: indexes, migrations and demo users are prepared in the background."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with aiohttp.ClientSession() as session:
         while loop.time() < deadline:
-            async with session.post(
-                base.rstrip("/") + "/api/auth/login", json={"username": "admin", "password": "admin-demo"}
-            ) as response:
-                if response.status == 200:
-                    return
+            try:
+                async with session.get(base.rstrip("/") + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
             await asyncio.sleep(0.1)
-    raise TimeoutError("the web app did not become ready")
+    raise TimeoutError(f"{base} did not become healthy within {timeout} s")
 
 
 @pytest.fixture

@@ -1,0 +1,850 @@
+// The Huiliu admin page: login, customer search and one customer's unified timeline.
+//
+// Everything the server sends is data, never markup: the DOM is built with createElement/textContent (the `h`
+// helper below), so a customer called `<img onerror=…>` or a message `<script>…</script>` shows as text.
+// Screens are objects with mount/render/destroy; `render` rebuilds from the screen's state, which is how a
+// language switch re-labels the page without fetching again.
+
+import { adoptUserLanguage, chooseLanguage, has, language, onLanguageChange, t } from "./i18n.js";
+
+const TOKEN_KEY = "huiliu.token";
+const PAGE_SIZE = 50;
+const SEARCH_DELAY_MS = 250;
+const CHANNELS = ["voice", "webchat", "wechat", "sms", "email", "internal"];
+
+const session = { token: readSession(TOKEN_KEY), user: null };
+let screen = null;
+
+// ------------------------------------------------------------------------------------------------ DOM
+
+/** An element with `props` (class, attributes, on* listeners) and children (strings become text nodes). */
+function h(tag, props = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") element.className = value;
+    else if (name === "dataset") Object.assign(element.dataset, value);
+    else if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (name === "value") element.value = value;
+    else element.setAttribute(name, value === true ? "" : String(value));
+  }
+  element.append(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+  return element;
+}
+
+const byId = (id) => document.getElementById(id);
+
+function pad(number) {
+  return String(number).padStart(2, "0");
+}
+
+/** Local time as `YYYY-MM-DD HH:mm` (`:ss` with `seconds`): the same in both languages, easy to scan. */
+function localTime(iso, seconds = false) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso ?? "");
+  const day = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+  const time = `${pad(date.getHours())}:${pad(date.getMinutes())}${seconds ? `:${pad(date.getSeconds())}` : ""}`;
+  return `${day} ${time}`;
+}
+
+function timeElement(iso, seconds = false) {
+  const date = new Date(iso);
+  return h("time", { datetime: iso, title: Number.isNaN(date.getTime()) ? null : date.toString() }, localTime(iso, seconds));
+}
+
+function readSession(key) {
+  try {
+    return sessionStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function writeSession(key, value) {
+  try {
+    if (value === null) sessionStorage.removeItem(key);
+    else sessionStorage.setItem(key, value);
+  } catch {
+    // storage disabled: the session lasts until this page is closed
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ API
+
+class ApiError extends Error {
+  constructor(status, code, detail, retryAfter = null) {
+    super(detail || code);
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+    this.retryAfter = retryAfter;
+    this.handled = false; // true once the session ended because of it: callers show nothing more
+  }
+}
+
+async function readBody(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { detail: text.slice(0, 300) };
+  }
+}
+
+/** Call the REST API; resolves to the JSON body, rejects with `ApiError`. A 401 ends the session. */
+async function api(method, path, { json, query } = {}) {
+  const url = new URL(path, window.location.origin);
+  for (const [name, value] of Object.entries(query || {})) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
+  }
+  const headers = { Accept: "application/json, application/problem+json" };
+  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  const init = { method, headers, credentials: "omit", cache: "no-store" };
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
+  let response;
+  try {
+    response = await fetch(url, init);
+  } catch {
+    throw new ApiError(0, "network", "");
+  }
+  const data = response.status === 204 ? null : await readBody(response);
+  if (response.ok) return data;
+  const error = new ApiError(
+    response.status,
+    data?.code || `http_${response.status}`,
+    data?.detail || response.statusText,
+    response.headers.get("Retry-After"),
+  );
+  if (response.status === 401 && session.token) {
+    endSession(error);
+    error.handled = true;
+  }
+  throw error;
+}
+
+/** The text to show for an API error: ours for codes we know, else the server's `detail`. */
+function errorMessage(error) {
+  if (!(error instanceof ApiError)) return String(error?.message || error);
+  if (error.code === "login_locked") {
+    const seconds = Number.parseInt(error.retryAfter, 10);
+    return Number.isFinite(seconds) ? t("error.login_locked", { seconds }) : t("error.login_locked_later");
+  }
+  if (error.code === "validation_failed") return t("error.validation_failed", { detail: error.detail });
+  const key = `error.${error.code}`;
+  return has(key) ? t(key) : error.detail || error.code;
+}
+
+// ------------------------------------------------------------------------------------------ error bar
+
+const errorBar = {
+  error: null,
+  show(error) {
+    if (error?.handled) return;
+    this.error = error;
+    this.render();
+  },
+  clear() {
+    this.error = null;
+    this.render();
+  },
+  render() {
+    const bar = byId("error-bar");
+    bar.hidden = this.error === null;
+    byId("error-text").textContent = this.error === null ? "" : errorMessage(this.error);
+    byId("error-close").setAttribute("aria-label", t("error.dismiss"));
+    byId("error-close").title = t("error.dismiss");
+  },
+};
+
+// ---------------------------------------------------------------------------------------- the chrome
+
+function renderChrome() {
+  document.documentElement.lang = language() === "zh" ? "zh-CN" : "en";
+  document.title = t("app.title");
+  byId("brand-name").textContent = t("app.brand");
+  byId("nav-customers").textContent = t("nav.customers");
+  const switcher = byId("lang-switch");
+  switcher.setAttribute("aria-label", t("lang.switch"));
+  for (const button of switcher.querySelectorAll("button[data-lang]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.lang === language()));
+  }
+  const user = session.user;
+  byId("nav").hidden = user === null;
+  byId("who").hidden = user === null;
+  byId("who-name").textContent = user ? user.display_name || user.username : "";
+  byId("who-role").textContent = user ? t(`role.${user.role}`) : "";
+  byId("who-role").dataset.role = user ? user.role : "";
+  byId("logout").textContent = t("header.logout");
+  byId("nav-customers").classList.toggle("active", screen instanceof CustomersScreen || screen instanceof CustomerScreen);
+}
+
+function show(next) {
+  screen?.destroy();
+  screen = next;
+  const root = byId("app");
+  root.replaceChildren();
+  next.mount(root);
+  renderChrome();
+}
+
+function endSession(reason = null) {
+  session.token = null;
+  session.user = null;
+  writeSession(TOKEN_KEY, null);
+  errorBar.clear();
+  show(new LoginScreen(reason));
+}
+
+async function logout() {
+  try {
+    await api("POST", "/api/auth/logout");
+  } catch {
+    // the token is dropped here whatever the server said
+  }
+  endSession();
+}
+
+// ----------------------------------------------------------------------------------------- routing
+
+function parseRoute() {
+  const [path, search = ""] = window.location.hash.replace(/^#/, "").split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "customers" && parts.length === 2) return { name: "customer", id: parts[1] };
+  if (parts[0] === "customers" && parts.length === 1) {
+    return { name: "customers", q: new URLSearchParams(search).get("q") || "" };
+  }
+  return null;
+}
+
+function route() {
+  if (session.user === null) {
+    if (!(screen instanceof LoginScreen)) show(new LoginScreen());
+    return;
+  }
+  const target = parseRoute();
+  if (target === null) {
+    window.location.replace("#/customers"); // fires hashchange, which routes again
+    return;
+  }
+  errorBar.clear();
+  show(target.name === "customer" ? new CustomerScreen(target.id) : new CustomersScreen(target.q));
+}
+
+function customerHref(id) {
+  return `#/customers/${encodeURIComponent(id)}`;
+}
+
+// -------------------------------------------------------------------------------------------- login
+
+class LoginScreen {
+  constructor(reason = null) {
+    this.error = reason && reason.code !== "unauthorized" ? reason : null;
+    this.username = "";
+    this.password = "";
+    this.busy = false;
+  }
+
+  mount(root) {
+    this.root = root;
+    this.render();
+    this.root.querySelector(this.username ? "#login-password" : "#login-username")?.focus();
+  }
+
+  destroy() {}
+
+  render() {
+    const errorBox = h("div", { class: "form-error", id: "login-error", role: "alert" });
+    errorBox.hidden = this.error === null;
+    if (this.error !== null) errorBox.textContent = errorMessage(this.error);
+    const form = h(
+      "form",
+      { class: "login-card", id: "login-form", novalidate: true, onsubmit: (event) => this.submit(event) },
+      h(
+        "div",
+        { class: "login-brand" },
+        h("div", { class: "login-title" }, "汇流 Huiliu"),
+        h("div", { class: "login-subtitle" }, t("login.subtitle")),
+      ),
+      h("h1", { class: "login-heading" }, t("login.heading")),
+      errorBox,
+      h(
+        "label",
+        { class: "field" },
+        h("span", { class: "field-label" }, t("login.username")),
+        h("input", {
+          id: "login-username",
+          name: "username",
+          autocomplete: "username",
+          autocapitalize: "none",
+          spellcheck: "false",
+          required: true,
+          maxlength: 64,
+          value: this.username,
+          oninput: (event) => (this.username = event.target.value),
+        }),
+      ),
+      h(
+        "label",
+        { class: "field" },
+        h("span", { class: "field-label" }, t("login.password")),
+        h("input", {
+          id: "login-password",
+          name: "password",
+          type: "password",
+          autocomplete: "current-password",
+          required: true,
+          maxlength: 256,
+          value: this.password,
+          oninput: (event) => (this.password = event.target.value),
+        }),
+      ),
+      h(
+        "button",
+        { type: "submit", class: "button button-primary button-block", id: "login-submit", disabled: this.busy },
+        this.busy ? t("login.submitting") : t("login.submit"),
+      ),
+    );
+    this.root.replaceChildren(h("section", { class: "login-wrap" }, form));
+  }
+
+  async submit(event) {
+    event.preventDefault();
+    if (this.busy) return;
+    const username = this.username.trim();
+    if (!username || !this.password) {
+      this.root.querySelector(username ? "#login-password" : "#login-username").focus();
+      return;
+    }
+    this.busy = true;
+    this.error = null;
+    this.render();
+    let result;
+    try {
+      result = await api("POST", "/api/auth/login", { json: { username, password: this.password } });
+    } catch (error) {
+      this.busy = false;
+      this.error = error;
+      this.password = "";
+      this.render();
+      this.root.querySelector("#login-password").focus();
+      return;
+    }
+    session.token = result.token;
+    session.user = result.user;
+    writeSession(TOKEN_KEY, result.token);
+    adoptUserLanguage(result.user);
+    if (parseRoute() === null) window.history.replaceState(null, "", "#/customers");
+    route();
+  }
+}
+
+// ---------------------------------------------------------------------------------- shared pieces
+
+function customerName(customer) {
+  return customer.name
+    ? h("span", { class: "customer-name" }, customer.name)
+    : h("span", { class: "customer-name unnamed" }, t("customer.unnamed"));
+}
+
+function identityChip(identity) {
+  return h(
+    "span",
+    { class: `identity identity-${identity.kind}`, dataset: { kind: identity.kind } },
+    h("span", { class: "identity-kind" }, has(`identity.${identity.kind}`) ? t(`identity.${identity.kind}`) : identity.kind),
+    h("span", { class: "identity-value" }, identity.value),
+  );
+}
+
+function vipBadge(customer) {
+  return customer.vip ? h("span", { class: "badge badge-vip", title: "VIP" }, t("customer.vip")) : null;
+}
+
+function tagChips(tags) {
+  return (tags || []).map((tag) => h("span", { class: "tag" }, tag));
+}
+
+function loadingRow(text) {
+  return h("div", { class: "loading" }, text);
+}
+
+// ------------------------------------------------------------------------------------ customer list
+
+class CustomersScreen {
+  constructor(q) {
+    this.q = q;
+    this.customers = [];
+    this.nextCursor = null;
+    this.loading = false;
+    this.loaded = false;
+    this.generation = 0; // a newer search makes older responses stale
+    this.searchTimer = null;
+    this.alive = true;
+  }
+
+  mount(root) {
+    this.root = root;
+    this.render();
+    this.load({ reset: true });
+  }
+
+  destroy() {
+    this.alive = false;
+    clearTimeout(this.searchTimer);
+  }
+
+  render() {
+    const input = h("input", {
+      type: "search",
+      id: "customer-search",
+      name: "q",
+      placeholder: t("customers.search"),
+      "aria-label": t("customers.search"),
+      autocomplete: "off",
+      maxlength: 128,
+      value: this.q,
+      oninput: (event) => {
+        clearTimeout(this.searchTimer);
+        this.searchTimer = setTimeout(() => this.search(event.target.value), SEARCH_DELAY_MS);
+      },
+    });
+    const toolbar = h(
+      "form",
+      {
+        class: "toolbar",
+        role: "search",
+        onsubmit: (event) => {
+          event.preventDefault();
+          clearTimeout(this.searchTimer);
+          this.search(input.value);
+        },
+      },
+      h("h1", { class: "page-title" }, t("customers.heading")),
+      h("div", { class: "search" }, input, h("button", { type: "submit", class: "button" }, t("customers.searchButton"))),
+    );
+    this.results = h("div", { class: "panel", id: "customer-results" });
+    this.root.replaceChildren(h("section", { class: "page" }, toolbar, this.results));
+    this.renderResults();
+  }
+
+  renderResults() {
+    if (!this.loaded) {
+      this.results.replaceChildren(loadingRow(t("customers.loading")));
+      return;
+    }
+    if (this.customers.length === 0) {
+      this.results.replaceChildren(h("p", { class: "empty", id: "customers-empty" }, t("customers.empty")));
+      return;
+    }
+    const head = h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", { class: "col-name" }, t("customers.col.name")),
+        h("th", { class: "col-identities" }, t("customers.col.identities")),
+        h("th", { class: "col-tags" }, t("customers.col.tags")),
+        h("th", { class: "col-created" }, t("customers.col.created")),
+      ),
+    );
+    const body = h("tbody", {}, this.customers.map((customer) => this.row(customer)));
+    const footer = h(
+      "div",
+      { class: "list-footer" },
+      h("span", { class: "muted", id: "customers-count" }, t("customers.count", { count: this.customers.length })),
+      this.nextCursor
+        ? h(
+            "button",
+            { type: "button", class: "button", id: "customers-more", disabled: this.loading, onclick: () => this.load({ reset: false }) },
+            this.loading ? t("customers.loading") : t("customers.more"),
+          )
+        : null,
+    );
+    this.results.replaceChildren(h("table", { class: "grid", id: "customers-table" }, head, body), footer);
+  }
+
+  row(customer) {
+    const href = customerHref(customer.id);
+    return h(
+      "tr",
+      {
+        class: "customer-row",
+        dataset: { id: customer.id },
+        onclick: (event) => {
+          if (event.target.closest("a") || window.getSelection()?.toString()) return;
+          window.location.hash = href;
+        },
+      },
+      h("td", { class: "col-name" }, h("a", { href, class: "row-link" }, customerName(customer)), vipBadge(customer)),
+      h("td", { class: "col-identities" }, customer.identities.map(identityChip)),
+      h("td", { class: "col-tags" }, tagChips(customer.tags)),
+      h("td", { class: "col-created" }, timeElement(customer.created_at)),
+    );
+  }
+
+  search(q) {
+    const text = q.trim();
+    if (text === this.q && this.loaded) return;
+    this.q = text;
+    window.history.replaceState(null, "", text ? `#/customers?q=${encodeURIComponent(text)}` : "#/customers");
+    this.load({ reset: true });
+  }
+
+  async load({ reset }) {
+    const generation = reset ? ++this.generation : this.generation;
+    this.loading = true;
+    if (reset) this.loaded = false;
+    this.renderResults();
+    try {
+      const page = await api("GET", "/api/customers", {
+        query: { q: this.q, limit: PAGE_SIZE, cursor: reset ? null : this.nextCursor },
+      });
+      if (!this.alive || generation !== this.generation) return;
+      this.customers = reset ? page.customers : this.customers.concat(page.customers);
+      this.nextCursor = page.next_cursor;
+    } catch (error) {
+      if (!this.alive || generation !== this.generation) return;
+      errorBar.show(error);
+    }
+    this.loading = false;
+    this.loaded = true;
+    this.renderResults();
+  }
+}
+
+// ------------------------------------------------------------------------------------- one customer
+
+function kindLabel(kind) {
+  return has(`kind.${kind}`) ? t(`kind.${kind}`) : kind;
+}
+
+function channelLabel(channel) {
+  return has(`channel.${channel}`) ? t(`channel.${channel}`) : channel;
+}
+
+function fieldValue(value) {
+  if (value === null || value === undefined) return t("customer.none");
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** An event's body as readable text: `text` as a paragraph, every other key as `key: value`. */
+function eventBody(body) {
+  const parts = [];
+  if (typeof body?.text === "string") parts.push(h("p", { class: "event-text" }, body.text));
+  const fields = Object.entries(body || {}).filter(([key, value]) => !(key === "text" && typeof value === "string"));
+  if (fields.length) {
+    parts.push(
+      h(
+        "dl",
+        { class: "event-fields" },
+        fields.map(([key, value]) => h("div", { class: "event-field" }, h("dt", {}, key), h("dd", {}, fieldValue(value)))),
+      ),
+    );
+  }
+  return parts;
+}
+
+function actorText(actor) {
+  if (!actor) return "";
+  const role = has(`actor.${actor.type}`) ? t(`actor.${actor.type}`) : actor.type;
+  const who = actor.name || actor.id;
+  return who ? `${who} · ${role}` : role;
+}
+
+function newIdempotencyKey() {
+  if (window.crypto?.randomUUID) return window.crypto.randomUUID();
+  // randomUUID needs a secure context; plain-http deployments on a LAN still get a unique key
+  const bytes = window.crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
+}
+
+class CustomerScreen {
+  constructor(id) {
+    this.id = id;
+    this.customer = null;
+    this.events = [];
+    this.nextCursor = null;
+    this.channels = new Set();
+    this.timelineLoaded = false;
+    this.timelineLoading = false;
+    this.generation = 0;
+    this.noteDraft = "";
+    this.noteKey = null; // kept until the note is stored, so a retry after a network error cannot duplicate it
+    this.savingNote = false;
+    this.notice = null;
+    this.alive = true;
+  }
+
+  mount(root) {
+    this.root = root;
+    this.render();
+    this.loadCustomer();
+    this.loadTimeline({ reset: true });
+  }
+
+  destroy() {
+    this.alive = false;
+  }
+
+  render() {
+    this.card = h("aside", { class: "panel customer-card", id: "customer-card" });
+    this.filters = h("div", { class: "chips", id: "channel-filter", role: "group", "aria-label": t("timeline.filter") });
+    this.list = h("div", { class: "timeline-wrap" });
+    this.noteForm = h("form", { class: "note-form", id: "note-form", onsubmit: (event) => this.saveNote(event) });
+    const timeline = h(
+      "section",
+      { class: "panel timeline-panel" },
+      h("div", { class: "panel-head" }, h("h2", {}, t("timeline.heading")), this.filters),
+      this.noteForm,
+      this.list,
+    );
+    this.root.replaceChildren(
+      h(
+        "section",
+        { class: "page" },
+        h("div", { class: "toolbar" }, h("a", { href: "#/customers", class: "back-link", id: "back-to-customers" }, t("customer.back"))),
+        h("div", { class: "customer-layout" }, this.card, timeline),
+      ),
+    );
+    this.renderCard();
+    this.renderFilters();
+    this.renderNoteForm();
+    this.renderTimeline();
+  }
+
+  renderCard() {
+    const customer = this.customer;
+    if (customer === null) {
+      this.card.replaceChildren(loadingRow(t("timeline.loading")));
+      return;
+    }
+    const rows = [
+      [t("customer.id"), h("code", { class: "mono" }, customer.id)],
+      [t("customer.identities"), customer.identities.length ? h("div", { class: "stack" }, customer.identities.map(identityChip)) : t("customer.none")],
+      [t("customer.tags"), customer.tags.length ? h("div", { class: "wrap" }, tagChips(customer.tags)) : t("customer.none")],
+      [t("customer.language"), customer.language ? t(`lang.${customer.language}`) : t("customer.none")],
+      [t("customer.created"), timeElement(customer.created_at)],
+      [t("customer.updated"), timeElement(customer.updated_at)],
+    ];
+    for (const [key, value] of Object.entries(customer.profile || {})) rows.push([key, fieldValue(value)]);
+    if (customer.merged_from.length) {
+      rows.push([
+        t("customer.mergedFrom"),
+        h("div", { class: "stack" }, customer.merged_from.map((id) => h("a", { href: customerHref(id), class: "mono" }, id))),
+      ]);
+    }
+    this.card.replaceChildren(
+      h("h1", { class: "customer-title", id: "customer-title" }, customerName(customer), vipBadge(customer)),
+      customer.merged_into
+        ? h(
+            "p",
+            { class: "notice" },
+            t("customer.mergedInto"),
+            " ",
+            h("a", { href: customerHref(customer.merged_into), class: "mono" }, customer.merged_into),
+          )
+        : null,
+      h(
+        "dl",
+        { class: "facts" },
+        rows.map(([label, value]) => h("div", { class: "fact" }, h("dt", {}, label), h("dd", {}, value))),
+      ),
+    );
+  }
+
+  renderFilters() {
+    const chip = (label, pressed, onclick, channel) =>
+      h(
+        "button",
+        { type: "button", class: `chip${channel ? ` chip-${channel}` : ""}`, "aria-pressed": String(pressed), dataset: channel ? { channel } : {}, onclick },
+        label,
+      );
+    this.filters.replaceChildren(
+      chip(t("timeline.all"), this.channels.size === 0, () => this.setChannels(new Set()), null),
+      CHANNELS.map((channel) =>
+        chip(channelLabel(channel), this.channels.has(channel), () => this.toggleChannel(channel), channel),
+      ),
+    );
+  }
+
+  renderNoteForm() {
+    const textarea = h("textarea", {
+      id: "note-text",
+      name: "text",
+      rows: 2,
+      maxlength: 4000,
+      placeholder: t("note.placeholder"),
+      "aria-label": t("note.label"),
+      value: this.noteDraft,
+      oninput: (event) => {
+        this.noteDraft = event.target.value;
+        submit.disabled = this.savingNote || !this.noteDraft.trim();
+      },
+      onkeydown: (event) => {
+        if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) this.noteForm.requestSubmit();
+      },
+    });
+    const submit = h(
+      "button",
+      { type: "submit", class: "button button-primary", id: "note-submit", disabled: this.savingNote || !this.noteDraft.trim() },
+      this.savingNote ? t("note.saving") : t("note.submit"),
+    );
+    this.noteForm.replaceChildren(
+      textarea,
+      h("div", { class: "note-actions" }, this.notice ? h("span", { class: "muted", id: "note-notice" }, t(this.notice)) : null, submit),
+    );
+  }
+
+  renderTimeline() {
+    if (!this.timelineLoaded) {
+      this.list.replaceChildren(loadingRow(t("timeline.loading")));
+      return;
+    }
+    const items = this.events.map((event) =>
+      h(
+        "li",
+        { class: `event channel-${event.channel}`, dataset: { id: event.id, kind: event.kind, channel: event.channel, ts: event.ts } },
+        h(
+          "div",
+          { class: "event-meta" },
+          timeElement(event.ts, true),
+          h("span", { class: `channel-badge channel-${event.channel}` }, channelLabel(event.channel)),
+          h("span", { class: "event-kind", title: event.kind }, kindLabel(event.kind)),
+          h("span", { class: "event-actor" }, actorText(event.actor)),
+        ),
+        h("div", { class: "event-body" }, eventBody(event.body)),
+      ),
+    );
+    this.list.replaceChildren(
+      items.length ? h("ol", { class: "timeline", id: "timeline" }, items) : h("p", { class: "empty", id: "timeline-empty" }, t("timeline.empty")),
+      this.nextCursor
+        ? h(
+            "div",
+            { class: "list-footer" },
+            h(
+              "button",
+              { type: "button", class: "button", id: "timeline-older", disabled: this.timelineLoading, onclick: () => this.loadTimeline({ reset: false }) },
+              this.timelineLoading ? t("timeline.loading") : t("timeline.older"),
+            ),
+          )
+        : null,
+    );
+  }
+
+  toggleChannel(channel) {
+    const next = new Set(this.channels);
+    if (next.has(channel)) next.delete(channel);
+    else next.add(channel);
+    this.setChannels(next);
+  }
+
+  setChannels(channels) {
+    this.channels = channels;
+    this.renderFilters();
+    this.loadTimeline({ reset: true });
+  }
+
+  async loadCustomer() {
+    try {
+      const customer = await api("GET", `/api/customers/${encodeURIComponent(this.id)}`);
+      if (!this.alive) return;
+      this.customer = customer;
+      this.renderCard();
+    } catch (error) {
+      if (this.alive) errorBar.show(error);
+    }
+  }
+
+  async loadTimeline({ reset }) {
+    const generation = reset ? ++this.generation : this.generation;
+    this.timelineLoading = true;
+    if (reset) this.timelineLoaded = false;
+    this.renderTimeline();
+    try {
+      const page = await api("GET", `/api/customers/${encodeURIComponent(this.id)}/timeline`, {
+        query: {
+          limit: PAGE_SIZE,
+          cursor: reset ? null : this.nextCursor,
+          channel: [...this.channels].join(","),
+        },
+      });
+      if (!this.alive || generation !== this.generation) return;
+      const known = new Set(this.events.map((event) => event.id));
+      this.events = reset ? page.events : this.events.concat(page.events.filter((event) => !known.has(event.id)));
+      this.nextCursor = page.next_cursor;
+    } catch (error) {
+      if (!this.alive || generation !== this.generation) return;
+      errorBar.show(error);
+    }
+    this.timelineLoading = false;
+    this.timelineLoaded = true;
+    this.renderTimeline();
+  }
+
+  async saveNote(event) {
+    event.preventDefault();
+    const text = this.noteDraft.trim();
+    if (!text || this.savingNote) return;
+    this.noteKey ??= newIdempotencyKey();
+    this.savingNote = true;
+    this.notice = null;
+    this.renderNoteForm();
+    try {
+      const result = await api("POST", `/api/customers/${encodeURIComponent(this.id)}/timeline`, {
+        json: { kind: "note.added", channel: "internal", body: { text }, idempotency_key: this.noteKey },
+      });
+      if (!this.alive) return;
+      this.noteDraft = "";
+      this.noteKey = null;
+      const note = result.event;
+      if (this.channels.size === 0 || this.channels.has(note.channel)) {
+        if (!this.events.some((existing) => existing.id === note.id)) this.events = [note, ...this.events];
+        this.renderTimeline();
+      } else {
+        this.notice = "note.savedHidden";
+      }
+    } catch (error) {
+      if (!this.alive) return;
+      errorBar.show(error);
+    }
+    this.savingNote = false;
+    this.renderNoteForm();
+    if (this.noteDraft) this.root.querySelector("#note-text")?.focus();
+  }
+}
+
+// ------------------------------------------------------------------------------------------- start
+
+async function start() {
+  for (const button of byId("lang-switch").querySelectorAll("button[data-lang]")) {
+    button.addEventListener("click", () => chooseLanguage(button.dataset.lang, session.user?.username));
+  }
+  byId("logout").addEventListener("click", logout);
+  byId("error-close").addEventListener("click", () => errorBar.clear());
+  onLanguageChange(() => {
+    renderChrome();
+    screen?.render();
+    errorBar.render();
+  });
+  window.addEventListener("hashchange", route);
+  renderChrome();
+  if (session.token) {
+    try {
+      session.user = await api("GET", "/api/auth/me");
+      adoptUserLanguage(session.user);
+    } catch (error) {
+      if (error.handled) return;
+      errorBar.show(error);
+      session.token = null;
+      writeSession(TOKEN_KEY, null);
+    }
+  }
+  route();
+}
+
+start();
