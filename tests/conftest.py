@@ -1,5 +1,5 @@
-"""Shared fixtures: real embedded MongoDB (SecantusDB) and redis-server on free loopback ports, and the real
-web application served over TCP. Each test gets its own database name, so tests never see each other's data."""
+"""Shared fixtures: real embedded MongoDB (SecantusDB) and redis-server on free loopback ports, and the
+real web application served over TCP. Each test has its own database: tests never see each other's data."""
 
 from __future__ import annotations
 
@@ -102,10 +102,10 @@ async def server(settings: Settings) -> AsyncIterator[TestServer]:
     await database.close()
 
 
-async def wait_until_ready(base: str, timeout: float = 30.0) -> None:
+async def wait_until_ready(base: str, within: float = 30.0) -> None:
     """Wait until /healthz is green: indexes, migrations and demo users are prepared in the background."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     async with aiohttp.ClientSession() as session:
         while loop.time() < deadline:
             try:
@@ -115,7 +115,7 @@ async def wait_until_ready(base: str, timeout: float = 30.0) -> None:
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"{base} did not become healthy within {timeout} s")
+    raise TimeoutError(f"{base} did not become healthy within {within} s")
 
 
 @pytest.fixture

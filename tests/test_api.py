@@ -1,4 +1,4 @@
-"""The REST API as its clients meet it: auth and roles, precise problem+json for bad input, the audit trail."""
+"""The REST API as its clients meet it: auth and roles, precise problem+json for bad input, the audit log."""
 
 from __future__ import annotations
 

@@ -480,7 +480,7 @@ class CustomersScreen {
         },
       },
       h("td", { class: "col-name" }, h("a", { href, class: "row-link" }, customerName(customer)), vipBadge(customer)),
-      h("td", { class: "col-identities" }, customer.identities.map(identityChip)),
+      h("td", { class: "col-identities" }, h("div", { class: "identity-list" }, customer.identities.map(identityChip))),
       h("td", { class: "col-tags" }, tagChips(customer.tags)),
       h("td", { class: "col-created" }, timeElement(customer.created_at)),
     );
