@@ -40,6 +40,7 @@ class Supervisor:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.secret()  # generated once here, so every child reads the same key
         if self.settings.mongo_url is None:
             server = start_mongo(
                 self.data_dir / "mongo", self.settings.embedded_mongo_port, self.log_dir / "mongodb.log"

@@ -168,6 +168,15 @@ def test_one_command_runs_the_platform_and_ctrl_c_stops_all_of_it(platform: Plat
     assert wait_gone(platform.workdir) == []
     assert not any(port_in_use(port) for port in platform.ports)
 
+    # Secrets never reach the logs: not the password, not the token, not the signing key.
+    logs = "".join(
+        path.read_text(errors="replace") for path in (platform.workdir / "var" / "log").glob("*.log")
+    )
+    secret_key = (platform.workdir / "var" / "secret_key").read_text().strip()
+    assert "http.request" in logs
+    for secret in ("admin-demo", token, secret_key):
+        assert secret not in logs
+
     # Data survives a restart.
     platform.start()
     platform.wait_healthy()
