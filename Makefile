@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the platform and its tests use (command:package).
 SYSTEM_DEPS := redis-server:redis-server kamailio:kamailio espeak-ng:espeak-ng sox:sox sipp:sip-tester \
-	chromium:chromium
+	chromium:chromium docker-compose:docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system lint typecheck pytest lock clean

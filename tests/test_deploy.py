@@ -7,11 +7,13 @@ running it briefly on a free loopback port to answer real SIP requests.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -437,7 +439,12 @@ def _start_kamailio(tmp_path: Path, *defines: str, env: dict[str, str] | None = 
         args += ["-A", define]
     log = (tmp_path / "kamailio.log").open("w")
     process = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, text=True, env=_clean_env(**(env or {}))
+        args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_clean_env(**(env or {})),
+        start_new_session=True,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -447,8 +454,22 @@ def _start_kamailio(tmp_path: Path, *defines: str, env: dict[str, str] | None = 
         if probe.returncode == 0:
             return Kamailio(port, ctl, process)
         time.sleep(0.1)
-    process.terminate()
+    _stop(process)
     raise AssertionError(f"kamailio did not start:\n{(tmp_path / 'kamailio.log').read_text()}")
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """SIGTERM; Kamailio's exit_timeout (5 s) ends a stuck shutdown, SIGKILL to the group is the backstop."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        raise AssertionError("kamailio ignored SIGTERM for 10 s") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -457,8 +478,7 @@ def kamailio(tmp_path: Path) -> Iterator[Kamailio]:
         pytest.skip("kamailio not installed (apt-get install -y kamailio)")
     server = _start_kamailio(tmp_path)
     yield server
-    server.process.terminate()
-    server.process.wait(timeout=15)
+    _stop(server.process)
 
 
 @pytest.fixture
@@ -467,8 +487,7 @@ def kamailio_with_auth(tmp_path: Path) -> Iterator[Kamailio]:
         pytest.skip("kamailio not installed (apt-get install -y kamailio)")
     server = _start_kamailio(tmp_path, "WITH_AUTH", env={"HUILIU_SECRET_KEY": DUMMY_SECRET})
     yield server
-    server.process.terminate()
-    server.process.wait(timeout=15)
+    _stop(server.process)
 
 
 def test_kamailio_runs_with_the_dispatcher_set_and_registrar(kamailio: Kamailio) -> None:
