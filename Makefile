@@ -3,9 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages the platform and its tests use (command:package).
+# Debian packages the platform and its tests use (command-or-file:package).
 SYSTEM_DEPS := redis-server:redis-server kamailio:kamailio espeak-ng:espeak-ng sox:sox sipp:sip-tester \
-	chromium:chromium docker-compose:docker-compose
+	chromium:chromium docker-compose:docker-compose \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system lint typecheck pytest lock clean
@@ -19,7 +20,9 @@ setup: system $(VENV)/.installed
 
 # Installs only what is missing, so a second run costs a few `command -v` checks.
 system:
-	@missing=""; for dep in $(SYSTEM_DEPS); do command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; done; \
+	@missing=""; for dep in $(SYSTEM_DEPS); do check="$${dep%%:*}"; \
+		[ -e "$$check" ] || command -v "$$check" >/dev/null 2>&1 || missing="$$missing $${dep##*:}"; done; \
+	 \
 	if [ -n "$$missing" ]; then \
 		echo "Installing system packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \

@@ -22,7 +22,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from core.db import Database, as_utc, register_indexes, utcnow
-from core.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from core.errors import Conflict, NotFound, TooManyRequests, Unauthorized
 
 
 class Role(enum.StrEnum):
@@ -44,6 +44,7 @@ Language = Literal["zh", "en"]
 
 register_indexes("users", IndexModel([("username", ASCENDING)], unique=True))
 register_indexes("auth_tokens", IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0))
+register_indexes("login_failures", IndexModel([("last_at", ASCENDING)], expireAfterSeconds=86400))
 
 
 class User(BaseModel):
@@ -168,10 +169,12 @@ class UserService:
             await self.tokens.delete_many({"user_id": doc["_id"]})
         return _user(doc)
 
-    async def login(self, username: str, password: str) -> tuple[str, User]:
-        """Check the password; on success a new token. Repeated failures lock the username for a while."""
+    async def login(self, username: str, password: str, ip: str | None = None) -> tuple[str, User]:
+        """Check the password; on success a new token. Repeated failures from one address lock that
+        username for that address a while (per address, so a stranger cannot lock a colleague out)."""
         now = utcnow()
-        failure = await self.failures.find_one({"_id": username})
+        attempt = f"{username}|{ip or '-'}"
+        failure = await self.failures.find_one({"_id": attempt})
         if failure and failure.get("locked_until") and as_utc(failure["locked_until"]) > now:
             wait = int((as_utc(failure["locked_until"]) - now).total_seconds()) + 1
             raise TooManyRequests(
@@ -179,9 +182,9 @@ class UserService:
             )
         doc = await self.users.find_one({"username": username})
         if doc is None or doc.get("disabled") or not await self._verify(doc["password_hash"], password):
-            await self._count_failure(username, now)
+            await self._count_failure(attempt, now)
             raise Unauthorized("wrong username or password", code="bad_credentials")
-        await self.failures.delete_one({"_id": username})
+        await self.failures.delete_one({"_id": attempt})
         token = secrets.token_urlsafe(32)
         await self.tokens.insert_one(
             {
@@ -212,16 +215,16 @@ class UserService:
         except (VerificationError, InvalidHashError):
             return False
 
-    async def _count_failure(self, username: str, now: dt.datetime) -> None:
+    async def _count_failure(self, attempt: str, now: dt.datetime) -> None:
         doc = await self.failures.find_one_and_update(
-            {"_id": username},
+            {"_id": attempt},
             {"$inc": {"count": 1}, "$set": {"last_at": now}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
         if doc["count"] >= self.max_failures:
             await self.failures.update_one(
-                {"_id": username}, {"$set": {"locked_until": now + self.lockout, "count": 0}}
+                {"_id": attempt}, {"$set": {"locked_until": now + self.lockout, "count": 0}}
             )
 
 
@@ -236,5 +239,5 @@ def parse_bearer(header: str | None) -> str:
         raise Unauthorized("send 'Authorization: Bearer <token>' (POST /api/auth/login gives one)")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Invalid("Authorization header must be 'Bearer <token>'", code="bad_authorization_header")
+        raise Unauthorized("Authorization header must be 'Bearer <token>'", code="bad_authorization_header")
     return token.strip()

@@ -198,7 +198,7 @@ class AuditQuery(BaseModel):
 )
 async def login(request: web.Request, body: LoginRequest) -> LoginResponse:
     audit_details(request, username=body.username)
-    token, user = await request.app[USERS].login(body.username, body.password)
+    token, user = await request.app[USERS].login(body.username, body.password, request.remote)
     request[USER_KEY] = user
     return LoginResponse(token=token, user=user, expires_in=request.app[SETTINGS].token_ttl_seconds)
 

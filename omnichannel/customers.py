@@ -36,6 +36,7 @@ register_indexes(
 register_indexes("customer_merges", IndexModel([("source_id", ASCENDING), ("at", DESCENDING)]))
 
 _RESOLVE_ATTEMPTS = 5
+_PHONE_LIKE = re.compile(r"^[\d\s+\-().]+$")
 
 
 def customer_from_doc(doc: dict[str, Any]) -> Customer:
@@ -188,6 +189,12 @@ class CustomerService:
                 {"name": {"$regex": pattern, "$options": "i"}},
                 {"identities.value": {"$regex": pattern, "$options": "i"}},
             ]
+            digits = re.sub(r"\D", "", text)
+            if len(digits) >= 4 and _PHONE_LIKE.match(text):
+                # "138 0013 8000" finds +8613800138000: compare digits only
+                alternatives.append(
+                    {"identities": {"$elemMatch": {"kind": "phone", "value": {"$regex": digits}}}}
+                )
             if ObjectId.is_valid(text):
                 alternatives.append({"_id": ObjectId(text)})
             query = {"$and": [query, {"$or": alternatives}]}

@@ -31,7 +31,9 @@ api = Api("customers")
 
 class CustomerQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    q: str | None = Field(default=None, max_length=128, description="Name, phone, email or id fragment")
+    q: str | None = Field(
+        default=None, max_length=128, description="Name or phone/email fragment, or a full customer id"
+    )
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = None
 

@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from core.bus import EventBus
 from core.db import Database, as_utc, register_indexes, utcnow
-from core.errors import Invalid, NotFound
+from core.errors import Conflict, Invalid, NotFound
 from core.metrics import TIMELINE_EVENTS
 from core.pagination import before, encode_cursor
 from omnichannel.customers import CustomerService, object_id
@@ -83,6 +83,15 @@ class TimelineService:
             stored = await self.events.find_one({"idempotency_key": key})
             if stored is None:  # pragma: no cover - the duplicate was deleted in between
                 raise
+            if stored["kind"] != event.kind or stored["customer_id"] not in await self.customers.timeline_ids(
+                customer.id
+            ):
+                # Same key, different fact: a producer bug. Refuse rather than hide the write or leak the
+                # other customer's event.
+                raise Conflict(
+                    f"idempotency_key {key!r} was already used for a different event",
+                    code="idempotency_key_reused",
+                ) from None
             return event_from_doc(stored), False
         stored_event = event_from_doc(doc)
         TIMELINE_EVENTS.labels(event.channel.value, event.kind).inc()

@@ -145,3 +145,10 @@ async def test_search_finds_by_name_phone_fragment_and_pages(omni: Omnichannel) 
     names = [c.name for c in first.customers + second.customers]
     assert names == [f"客户{i}" for i in reversed(range(7))]
     assert second.next_cursor is None
+
+
+async def test_search_by_phone_written_with_spaces(omni: Omnichannel) -> None:
+    customer, _ = await omni.customers.resolve([PHONE], name="李娜")
+    for typed in ("138 0013 8000", "0013-8000", "+86 138"):
+        found = await omni.customers.search(q=typed)
+        assert [c.id for c in found.customers] == [customer.id], typed

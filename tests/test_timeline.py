@@ -127,3 +127,19 @@ async def test_conversation_open_is_idempotent_by_channel_reference(omni_and_cus
     closed = await omni.conversations.close(first.id)
     assert closed.status == "closed" and closed.ended_at is not None
     assert (await omni.conversations.close(first.id)).ended_at == closed.ended_at
+
+
+async def test_a_reused_key_for_another_customer_is_refused_not_leaked(omni_and_customer) -> None:
+    from core.errors import Conflict
+
+    omni, customer_id = omni_and_customer
+    other, _ = await omni.customers.resolve([Identity(kind=IdentityKind.email, value="other@example.com")])
+    secret = NewEvent(
+        kind="message.in", channel=Channel.email, body={"text": "私人信息"}, idempotency_key="k"
+    )
+    await omni.timeline.append(customer_id, secret, SYSTEM)
+    with pytest.raises(Conflict) as caught:
+        await omni.timeline.append(other.id, secret, SYSTEM)
+    assert caught.value.code == "idempotency_key_reused"
+    assert "私人信息" not in str(caught.value.to_problem())
+    assert (await omni.timeline.page(other.id)).events == []

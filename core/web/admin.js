@@ -28,7 +28,14 @@ function h(tag, props = {}, ...children) {
     else if (name === "value") element.value = value;
     else element.setAttribute(name, value === true ? "" : String(value));
   }
-  element.append(...children.flat().filter((child) => child !== null && child !== undefined && child !== false));
+  return fill(element, ...children);
+}
+
+/** Replace `element`'s children; arrays are flattened and null/undefined/false skipped (optional parts). */
+function fill(element, ...children) {
+  element.replaceChildren(
+    ...children.flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false),
+  );
   return element;
 }
 
@@ -49,7 +56,11 @@ function localTime(iso, seconds = false) {
 
 function timeElement(iso, seconds = false) {
   const date = new Date(iso);
-  return h("time", { datetime: iso, title: Number.isNaN(date.getTime()) ? null : date.toString() }, localTime(iso, seconds));
+  return h(
+    "time",
+    { datetime: iso, title: Number.isNaN(date.getTime()) ? null : date.toString() },
+    localTime(iso, seconds),
+  );
 }
 
 function readSession(key) {
@@ -99,7 +110,8 @@ async function api(method, path, { json, query } = {}) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
   }
   const headers = { Accept: "application/json, application/problem+json" };
-  if (session.token) headers.Authorization = `Bearer ${session.token}`;
+  const token = session.token;
+  if (token) headers.Authorization = `Bearer ${token}`;
   const init = { method, headers, credentials: "omit", cache: "no-store" };
   if (json !== undefined) {
     headers["Content-Type"] = "application/json";
@@ -119,7 +131,8 @@ async function api(method, path, { json, query } = {}) {
     data?.detail || response.statusText,
     response.headers.get("Retry-After"),
   );
-  if (response.status === 401 && session.token) {
+  // only the session that sent the request ends: a late 401 must not log out a newer login
+  if (response.status === 401 && token && token === session.token) {
     endSession(error);
     error.handled = true;
   }
@@ -179,7 +192,10 @@ function renderChrome() {
   byId("who-role").textContent = user ? t(`role.${user.role}`) : "";
   byId("who-role").dataset.role = user ? user.role : "";
   byId("logout").textContent = t("header.logout");
-  byId("nav-customers").classList.toggle("active", screen instanceof CustomersScreen || screen instanceof CustomerScreen);
+  byId("nav-customers").classList.toggle(
+    "active",
+    screen instanceof CustomersScreen || screen instanceof CustomerScreen,
+  );
 }
 
 function show(next) {
@@ -212,7 +228,12 @@ async function logout() {
 
 function parseRoute() {
   const [path, search = ""] = window.location.hash.replace(/^#/, "").split("?");
-  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  let parts;
+  try {
+    parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null; // a hand-edited hash with a broken %-escape: back to the list
+  }
   if (parts[0] === "customers" && parts.length === 2) return { name: "customer", id: parts[1] };
   if (parts[0] === "customers" && parts.length === 1) {
     return { name: "customers", q: new URLSearchParams(search).get("q") || "" };
@@ -304,11 +325,16 @@ class LoginScreen {
       ),
       h(
         "button",
-        { type: "submit", class: "button button-primary button-block", id: "login-submit", disabled: this.busy },
+        {
+          type: "submit",
+          class: "button button-primary button-block",
+          id: "login-submit",
+          disabled: this.busy,
+        },
         this.busy ? t("login.submitting") : t("login.submit"),
       ),
     );
-    this.root.replaceChildren(h("section", { class: "login-wrap" }, form));
+    fill(this.root, h("section", { class: "login-wrap" }, form));
   }
 
   async submit(event) {
@@ -354,7 +380,11 @@ function identityChip(identity) {
   return h(
     "span",
     { class: `identity identity-${identity.kind}`, dataset: { kind: identity.kind } },
-    h("span", { class: "identity-kind" }, has(`identity.${identity.kind}`) ? t(`identity.${identity.kind}`) : identity.kind),
+    h(
+      "span",
+      { class: "identity-kind" },
+      has(`identity.${identity.kind}`) ? t(`identity.${identity.kind}`) : identity.kind,
+    ),
     h("span", { class: "identity-value" }, identity.value),
   );
 }
@@ -423,20 +453,25 @@ class CustomersScreen {
         },
       },
       h("h1", { class: "page-title" }, t("customers.heading")),
-      h("div", { class: "search" }, input, h("button", { type: "submit", class: "button" }, t("customers.searchButton"))),
+      h(
+        "div",
+        { class: "search" },
+        input,
+        h("button", { type: "submit", class: "button" }, t("customers.searchButton")),
+      ),
     );
     this.results = h("div", { class: "panel", id: "customer-results" });
-    this.root.replaceChildren(h("section", { class: "page" }, toolbar, this.results));
+    fill(this.root, h("section", { class: "page" }, toolbar, this.results));
     this.renderResults();
   }
 
   renderResults() {
     if (!this.loaded) {
-      this.results.replaceChildren(loadingRow(t("customers.loading")));
+      fill(this.results, loadingRow(t("customers.loading")));
       return;
     }
     if (this.customers.length === 0) {
-      this.results.replaceChildren(h("p", { class: "empty", id: "customers-empty" }, t("customers.empty")));
+      fill(this.results, h("p", { class: "empty", id: "customers-empty" }, t("customers.empty")));
       return;
     }
     const head = h(
@@ -451,20 +486,34 @@ class CustomersScreen {
         h("th", { class: "col-created" }, t("customers.col.created")),
       ),
     );
-    const body = h("tbody", {}, this.customers.map((customer) => this.row(customer)));
+    const body = h(
+      "tbody",
+      {},
+      this.customers.map((customer) => this.row(customer)),
+    );
     const footer = h(
       "div",
       { class: "list-footer" },
-      h("span", { class: "muted", id: "customers-count" }, t("customers.count", { count: this.customers.length })),
+      h(
+        "span",
+        { class: "muted", id: "customers-count" },
+        t("customers.count", { count: this.customers.length }),
+      ),
       this.nextCursor
         ? h(
             "button",
-            { type: "button", class: "button", id: "customers-more", disabled: this.loading, onclick: () => this.load({ reset: false }) },
+            {
+              type: "button",
+              class: "button",
+              id: "customers-more",
+              disabled: this.loading,
+              onclick: () => this.load({ reset: false }),
+            },
             this.loading ? t("customers.loading") : t("customers.more"),
           )
         : null,
     );
-    this.results.replaceChildren(h("table", { class: "grid", id: "customers-table" }, head, body), footer);
+    fill(this.results, h("table", { class: "grid", id: "customers-table" }, head, body), footer);
   }
 
   row(customer) {
@@ -479,8 +528,17 @@ class CustomersScreen {
           window.location.hash = href;
         },
       },
-      h("td", { class: "col-name" }, h("a", { href, class: "row-link" }, customerName(customer)), vipBadge(customer)),
-      h("td", { class: "col-identities" }, h("div", { class: "identity-list" }, customer.identities.map(identityChip))),
+      h(
+        "td",
+        { class: "col-name" },
+        h("a", { href, class: "row-link" }, customerName(customer)),
+        vipBadge(customer),
+      ),
+      h(
+        "td",
+        { class: "col-identities" },
+        h("div", { class: "identity-list" }, customer.identities.map(identityChip)),
+      ),
       h("td", { class: "col-tags" }, tagChips(customer.tags)),
       h("td", { class: "col-created" }, timeElement(customer.created_at)),
     );
@@ -536,24 +594,30 @@ function fieldValue(value) {
 function eventBody(body) {
   const parts = [];
   if (typeof body?.text === "string") parts.push(h("p", { class: "event-text" }, body.text));
-  const fields = Object.entries(body || {}).filter(([key, value]) => !(key === "text" && typeof value === "string"));
+  const fields = Object.entries(body || {}).filter(
+    ([key, value]) => !(key === "text" && typeof value === "string"),
+  );
   if (fields.length) {
     parts.push(
       h(
         "dl",
         { class: "event-fields" },
-        fields.map(([key, value]) => h("div", { class: "event-field" }, h("dt", {}, key), h("dd", {}, fieldValue(value)))),
+        fields.map(([key, value]) =>
+          h("div", { class: "event-field" }, h("dt", {}, key), h("dd", {}, fieldValue(value))),
+        ),
       ),
     );
   }
   return parts;
 }
 
+/** Who did it: staff by name; customers, bots and the system labelled as such. */
 function actorText(actor) {
   if (!actor) return "";
+  const who = actor.name || actor.id || "";
+  if (actor.type === "agent" && who) return who;
   const role = has(`actor.${actor.type}`) ? t(`actor.${actor.type}`) : actor.type;
-  const who = actor.name || actor.id;
-  return who ? `${who} · ${role}` : role;
+  return who ? `${role} · ${who}` : role;
 }
 
 function newIdempotencyKey() {
@@ -567,10 +631,12 @@ class CustomerScreen {
   constructor(id) {
     this.id = id;
     this.customer = null;
+    this.customerError = null;
     this.events = [];
     this.nextCursor = null;
     this.channels = new Set();
     this.timelineLoaded = false;
+    this.timelineError = null;
     this.timelineLoading = false;
     this.generation = 0;
     this.noteDraft = "";
@@ -593,9 +659,18 @@ class CustomerScreen {
 
   render() {
     this.card = h("aside", { class: "panel customer-card", id: "customer-card" });
-    this.filters = h("div", { class: "chips", id: "channel-filter", role: "group", "aria-label": t("timeline.filter") });
+    this.filters = h("div", {
+      class: "chips",
+      id: "channel-filter",
+      role: "group",
+      "aria-label": t("timeline.filter"),
+    });
     this.list = h("div", { class: "timeline-wrap" });
-    this.noteForm = h("form", { class: "note-form", id: "note-form", onsubmit: (event) => this.saveNote(event) });
+    this.noteForm = h("form", {
+      class: "note-form",
+      id: "note-form",
+      onsubmit: (event) => this.saveNote(event),
+    });
     const timeline = h(
       "section",
       { class: "panel timeline-panel" },
@@ -603,11 +678,16 @@ class CustomerScreen {
       this.noteForm,
       this.list,
     );
-    this.root.replaceChildren(
+    fill(
+      this.root,
       h(
         "section",
         { class: "page" },
-        h("div", { class: "toolbar" }, h("a", { href: "#/customers", class: "back-link", id: "back-to-customers" }, t("customer.back"))),
+        h(
+          "div",
+          { class: "toolbar" },
+          h("a", { href: "#/customers", class: "back-link", id: "back-to-customers" }, t("customer.back")),
+        ),
         h("div", { class: "customer-layout" }, this.card, timeline),
       ),
     );
@@ -620,13 +700,22 @@ class CustomerScreen {
   renderCard() {
     const customer = this.customer;
     if (customer === null) {
-      this.card.replaceChildren(loadingRow(t("timeline.loading")));
+      const text = this.customerError ? errorMessage(this.customerError) : t("timeline.loading");
+      fill(this.card, loadingRow(text));
       return;
     }
     const rows = [
       [t("customer.id"), h("code", { class: "mono" }, customer.id)],
-      [t("customer.identities"), customer.identities.length ? h("div", { class: "stack" }, customer.identities.map(identityChip)) : t("customer.none")],
-      [t("customer.tags"), customer.tags.length ? h("div", { class: "wrap" }, tagChips(customer.tags)) : t("customer.none")],
+      [
+        t("customer.identities"),
+        customer.identities.length
+          ? h("div", { class: "stack" }, customer.identities.map(identityChip))
+          : t("customer.none"),
+      ],
+      [
+        t("customer.tags"),
+        customer.tags.length ? h("div", { class: "wrap" }, tagChips(customer.tags)) : t("customer.none"),
+      ],
       [t("customer.language"), customer.language ? t(`lang.${customer.language}`) : t("customer.none")],
       [t("customer.created"), timeElement(customer.created_at)],
       [t("customer.updated"), timeElement(customer.updated_at)],
@@ -635,10 +724,15 @@ class CustomerScreen {
     if (customer.merged_from.length) {
       rows.push([
         t("customer.mergedFrom"),
-        h("div", { class: "stack" }, customer.merged_from.map((id) => h("a", { href: customerHref(id), class: "mono" }, id))),
+        h(
+          "div",
+          { class: "stack" },
+          customer.merged_from.map((id) => h("a", { href: customerHref(id), class: "mono" }, id)),
+        ),
       ]);
     }
-    this.card.replaceChildren(
+    fill(
+      this.card,
       h("h1", { class: "customer-title", id: "customer-title" }, customerName(customer), vipBadge(customer)),
       customer.merged_into
         ? h(
@@ -661,10 +755,17 @@ class CustomerScreen {
     const chip = (label, pressed, onclick, channel) =>
       h(
         "button",
-        { type: "button", class: `chip${channel ? ` chip-${channel}` : ""}`, "aria-pressed": String(pressed), dataset: channel ? { channel } : {}, onclick },
+        {
+          type: "button",
+          class: `chip${channel ? ` chip-${channel}` : ""}`,
+          "aria-pressed": String(pressed),
+          dataset: channel ? { channel } : {},
+          onclick,
+        },
         label,
       );
-    this.filters.replaceChildren(
+    fill(
+      this.filters,
       chip(t("timeline.all"), this.channels.size === 0, () => this.setChannels(new Set()), null),
       CHANNELS.map((channel) =>
         chip(channelLabel(channel), this.channels.has(channel), () => this.toggleChannel(channel), channel),
@@ -691,24 +792,38 @@ class CustomerScreen {
     });
     const submit = h(
       "button",
-      { type: "submit", class: "button button-primary", id: "note-submit", disabled: this.savingNote || !this.noteDraft.trim() },
+      {
+        type: "submit",
+        class: "button button-primary",
+        id: "note-submit",
+        disabled: this.savingNote || !this.noteDraft.trim(),
+      },
       this.savingNote ? t("note.saving") : t("note.submit"),
     );
-    this.noteForm.replaceChildren(
+    fill(
+      this.noteForm,
       textarea,
-      h("div", { class: "note-actions" }, this.notice ? h("span", { class: "muted", id: "note-notice" }, t(this.notice)) : null, submit),
+      h(
+        "div",
+        { class: "note-actions" },
+        this.notice ? h("span", { class: "muted", id: "note-notice" }, t(this.notice)) : null,
+        submit,
+      ),
     );
   }
 
   renderTimeline() {
     if (!this.timelineLoaded) {
-      this.list.replaceChildren(loadingRow(t("timeline.loading")));
+      fill(this.list, loadingRow(t("timeline.loading")));
       return;
     }
     const items = this.events.map((event) =>
       h(
         "li",
-        { class: `event channel-${event.channel}`, dataset: { id: event.id, kind: event.kind, channel: event.channel, ts: event.ts } },
+        {
+          class: `event channel-${event.channel}`,
+          dataset: { id: event.id, kind: event.kind, channel: event.channel, ts: event.ts },
+        },
         h(
           "div",
           { class: "event-meta" },
@@ -720,15 +835,28 @@ class CustomerScreen {
         h("div", { class: "event-body" }, eventBody(event.body)),
       ),
     );
-    this.list.replaceChildren(
-      items.length ? h("ol", { class: "timeline", id: "timeline" }, items) : h("p", { class: "empty", id: "timeline-empty" }, t("timeline.empty")),
+    fill(
+      this.list,
+      items.length
+        ? h("ol", { class: "timeline", id: "timeline" }, items)
+        : h(
+            "p",
+            { class: "empty", id: "timeline-empty" },
+            this.timelineError ? errorMessage(this.timelineError) : t("timeline.empty"),
+          ),
       this.nextCursor
         ? h(
             "div",
             { class: "list-footer" },
             h(
               "button",
-              { type: "button", class: "button", id: "timeline-older", disabled: this.timelineLoading, onclick: () => this.loadTimeline({ reset: false }) },
+              {
+                type: "button",
+                class: "button",
+                id: "timeline-older",
+                disabled: this.timelineLoading,
+                onclick: () => this.loadTimeline({ reset: false }),
+              },
               this.timelineLoading ? t("timeline.loading") : t("timeline.older"),
             ),
           )
@@ -745,7 +873,9 @@ class CustomerScreen {
 
   setChannels(channels) {
     this.channels = channels;
+    this.notice = null;
     this.renderFilters();
+    this.renderNoteForm();
     this.loadTimeline({ reset: true });
   }
 
@@ -754,10 +884,12 @@ class CustomerScreen {
       const customer = await api("GET", `/api/customers/${encodeURIComponent(this.id)}`);
       if (!this.alive) return;
       this.customer = customer;
-      this.renderCard();
     } catch (error) {
-      if (this.alive) errorBar.show(error);
+      if (!this.alive) return;
+      this.customerError = error;
+      errorBar.show(error);
     }
+    this.renderCard();
   }
 
   async loadTimeline({ reset }) {
@@ -775,10 +907,18 @@ class CustomerScreen {
       });
       if (!this.alive || generation !== this.generation) return;
       const known = new Set(this.events.map((event) => event.id));
-      this.events = reset ? page.events : this.events.concat(page.events.filter((event) => !known.has(event.id)));
+      this.events = reset
+        ? page.events
+        : this.events.concat(page.events.filter((event) => !known.has(event.id)));
       this.nextCursor = page.next_cursor;
+      this.timelineError = null;
     } catch (error) {
       if (!this.alive || generation !== this.generation) return;
+      if (reset) {
+        this.events = [];
+        this.nextCursor = null;
+      }
+      this.timelineError = error;
       errorBar.show(error);
     }
     this.timelineLoading = false;
