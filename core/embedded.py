@@ -76,7 +76,7 @@ class EmbeddedServer:
     port: int
     process: subprocess.Popen[bytes]
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 20.0) -> None:
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -90,21 +90,9 @@ def start_mongo(data_dir: Path, port: int, log_path: Path | None = None) -> Embe
     """SecantusDB (MongoDB wire protocol on WiredTiger); data persists in ``data_dir``."""
     if port_in_use(port):
         raise RuntimeError(f"port {port} is in use; stop what uses it or set HUILIU_EMBEDDED_MONGO_PORT")
+    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    daemon = Path(sys.executable).with_name("secantusd-py")
-    args = [str(daemon)] if daemon.exists() else [sys.executable, "-m", "secantus"]
-    args += [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--storage-path",
-        str(data_dir),
-        "--cache-size",
-        "256M",
-        "--log-level",
-        "WARNING",
-    ]
+    args = [sys.executable, "-m", "core.mongod", "--port", str(port), "--storage-path", str(data_dir)]
     process = spawn(args, log_path=log_path, cwd=data_dir)
     wait_for_port(port, process, "the embedded MongoDB server (secantusdb)")
     return EmbeddedServer("mongodb", f"mongodb://127.0.0.1:{port}/?directConnection=true", port, process)
