@@ -32,6 +32,8 @@ from core.log import get_logger
 from core.settings import Settings
 from omnichannel import OMNICHANNEL, Omnichannel
 from omnichannel.http import api as omnichannel_api
+from tickets import TICKETS, create_service
+from tickets.http import api as tickets_api
 
 log = get_logger(__name__)
 
@@ -49,7 +51,7 @@ def build_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[MAX_BODY_BYTES] = settings.max_body_bytes
-    app[APIS] = [core_api, omnichannel_api]
+    app[APIS] = [core_api, omnichannel_api, tickets_api]
     app.cleanup_ctx.append(_services)
     for api in app[APIS]:
         api.mount(app)
@@ -81,6 +83,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_RESOLVER] = users.resolve
     app[AUDIT] = AuditLog(db)
     app[OMNICHANNEL] = Omnichannel.create(db, bus, default_region=settings.default_region)
+    app[TICKETS] = create_service(db, app[OMNICHANNEL], settings)
     prepared = asyncio.Event()
 
     async def schema_ready() -> None:

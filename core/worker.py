@@ -5,10 +5,11 @@ from __future__ import annotations
 from celery import Celery
 
 from core.settings import Settings, load_settings
+from tickets.config import beat_schedule as tickets_beat_schedule
 
 
 def create_celery(settings: Settings) -> Celery:
-    app = Celery("huiliu", broker=settings.redis_url, include=["core.tasks"])
+    app = Celery("huiliu", broker=settings.redis_url, include=["core.tasks", "tickets.tasks"])
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -18,6 +19,7 @@ def create_celery(settings: Settings) -> Celery:
         timezone="UTC",
         beat_schedule={
             "relay-outbox": {"task": "core.tasks.relay_outbox", "schedule": settings.outbox_relay_seconds},
+            **tickets_beat_schedule(settings),
         },
     )
     app.conf.huiliu_settings = settings
