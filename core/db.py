@@ -77,6 +77,7 @@ def make_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
         socketTimeoutMS=max(timeout_ms * 5, 10_000),
+        maxIdleTimeMS=120_000,  # retire idle connections before a server drops them (SecantusDB: 300 s)
         appname="huiliu",
     )
 

@@ -95,7 +95,10 @@ def start_mongo(data_dir: Path, port: int, log_path: Path | None = None) -> Embe
     args = [sys.executable, "-m", "core.mongod", "--port", str(port), "--storage-path", str(data_dir)]
     process = spawn(args, log_path=log_path, cwd=data_dir)
     wait_for_port(port, process, "the embedded MongoDB server (secantusdb)")
-    return EmbeddedServer("mongodb", f"mongodb://127.0.0.1:{port}/?directConnection=true", port, process)
+    # retryWrites=false: SecantusDB's retryable-write bookkeeping scans its last 10,000 replies on every
+    # write (~5x slower once full); our writes are idempotent by key, so the driver's retry is not needed.
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true&retryWrites=false"
+    return EmbeddedServer("mongodb", url, port, process)
 
 
 def start_redis(data_dir: Path, port: int, log_path: Path | None = None) -> EmbeddedServer:

@@ -1,8 +1,8 @@
 """Customer identity: create-or-find in one atomic step, explicit merge and un-merge.
 
 Each customer document carries ``identity_keys`` (``"phone:+8613800138000"``) under a unique index, so the
-database itself guarantees one customer per identity: two first contacts from the same number race into one
-upsert, and the loser's duplicate-key error sends it back to find the winner.
+database itself guarantees one customer per identity: two first contacts from the same number race to insert,
+and the loser's duplicate-key error sends it back to find the winner.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ register_indexes(
     IndexModel(
         [("identity_keys", ASCENDING)],
         unique=True,
+        # Sparse, not partial: merged-away customers have no identity_keys field at all, and SecantusDB's
+        # planner uses sparse indexes but never partial ones (a partial index made every lookup a scan).
+        sparse=True,
         name="one_customer_per_identity",
-        # merged-away customers hold no identities; an empty array must not collide with another
-        partialFilterExpression={"identity_keys.0": {"$exists": True}},
     ),
     IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
     IndexModel([("merged_into", ASCENDING)]),
@@ -36,6 +37,7 @@ register_indexes(
 register_indexes("customer_merges", IndexModel([("source_id", ASCENDING), ("at", DESCENDING)]))
 
 _RESOLVE_ATTEMPTS = 5
+
 _PHONE_LIKE = re.compile(r"^[\d\s+\-().]+$")
 
 
@@ -89,40 +91,29 @@ class CustomerService:
             raise Invalid("at least one identity is required", code="identity_required")
         keys = [identity.key for identity in found]
         for _ in range(_RESOLVE_ATTEMPTS):
+            existing = await self.customers.find_one({"identity_keys": {"$in": keys}})
+            if existing is not None:
+                return customer_from_doc(await self._attach_missing(existing, found)), False
             now = utcnow()
-            new_id = ObjectId()
+            doc = {
+                "_id": ObjectId(),
+                "name": name or "",
+                "language": language,
+                "identities": [identity.model_dump(mode="json") for identity in found],
+                "identity_keys": keys,
+                "tags": [],
+                "vip": False,
+                "profile": {},
+                "created_at": now,
+                "updated_at": now,
+            }
             try:
-                doc = await self.customers.find_one_and_update(
-                    {"identity_keys": {"$elemMatch": {"$in": keys}}},  # $elemMatch: not copied into an upsert
-                    {
-                        "$setOnInsert": {
-                            "_id": new_id,
-                            "name": name or "",
-                            "language": language,
-                            "identities": [identity.model_dump(mode="json") for identity in found],
-                            "identity_keys": keys,
-                            "tags": [],
-                            "vip": False,
-                            "profile": {},
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                    },
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
+                await self.customers.insert_one(doc)
             except DuplicateKeyError:
                 continue  # a concurrent first contact won the insert; find theirs
-            if doc is None:
-                # SecantusDB (not MongoDB) can answer a racing upsert with no document; look again.
-                continue
-            created = doc["_id"] == new_id
-            if not created:
-                doc = await self._attach_missing(doc, found)
             customer = customer_from_doc(doc)
-            if created:
-                await self._announce("customer.created", customer)
-            return customer, created
+            await self._announce("customer.created", customer)
+            return customer, True
         raise Conflict("identity is being changed concurrently; retry", code="identity_contention")
 
     async def _attach_missing(self, doc: dict[str, Any], identities: list[Identity]) -> dict[str, Any]:
@@ -264,12 +255,8 @@ class CustomerService:
             result = await self.customers.update_one(
                 {"_id": object_id(source_id), "merged_into": None},
                 {
-                    "$set": {
-                        "merged_into": object_id(target_id),
-                        "identities": [],
-                        "identity_keys": [],
-                        "updated_at": now,
-                    }
+                    "$set": {"merged_into": object_id(target_id), "identities": [], "updated_at": now},
+                    "$unset": {"identity_keys": ""},
                 },
                 session=session,
             )

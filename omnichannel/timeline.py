@@ -8,6 +8,8 @@ second; a subscriber that lost the bus for a while catches up with ``since``.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +22,7 @@ from core.bus import EventBus
 from core.db import Database, as_utc, register_indexes, utcnow
 from core.errors import Conflict, Invalid, NotFound
 from core.metrics import TIMELINE_EVENTS
-from core.pagination import before, encode_cursor
+from core.pagination import decode_cursor, encode_cursor
 from omnichannel.customers import CustomerService, object_id
 from omnichannel.models import Actor, Channel, NewEvent, TimelineEvent, TimelinePage
 
@@ -33,6 +35,8 @@ register_indexes(
 )
 
 MAX_PAGE = 200
+_LIVE_TTL_SECONDS = 5.0
+_CACHE_LIMIT = 50_000
 
 
 def event_from_doc(doc: dict[str, Any]) -> TimelineEvent:
@@ -55,20 +59,27 @@ class TimelineService:
         self.conversations = db["conversations"]
         self.customers = customers
         self.bus = bus
+        # customer id -> (id of the customer holding it now, until when that answer is trusted). Customers are
+        # never deleted and merges are rare; a write in the few seconds after a merge that still lands on
+        # the merged-away customer is read back on the merged timeline all the same (timeline_ids).
+        self._live: dict[str, tuple[str, float]] = {}
+        self._known_conversations: set[ObjectId] = set()
 
     async def append(self, customer_id: str, event: NewEvent, actor: Actor) -> tuple[TimelineEvent, bool]:
         """Store ``event`` on the customer's timeline; ``(event, created)`` — False when the key was seen."""
         key = event.idempotency_key or f"auto:{uuid.uuid4()}"
         # Events for a merged-away customer land on the customer that now holds their identities.
-        customer = await self.customers.live(customer_id)
+        live_id = await self._live_customer(customer_id)
         conversation_id = None
         if event.conversation_id is not None:
             conversation_id = object_id(event.conversation_id, "conversation")
-            if await self.conversations.count_documents({"_id": conversation_id}, limit=1) == 0:
-                raise NotFound(f"no conversation {event.conversation_id}", code="conversation_not_found")
+            if conversation_id not in self._known_conversations:
+                if await self.conversations.count_documents({"_id": conversation_id}, limit=1) == 0:
+                    raise NotFound(f"no conversation {event.conversation_id}", code="conversation_not_found")
+                self._remember(self._known_conversations, conversation_id)
         doc = {
             "_id": ObjectId(),
-            "customer_id": ObjectId(customer.id),
+            "customer_id": ObjectId(live_id),
             "conversation_id": conversation_id,
             "ts": _millis(as_utc(event.ts)) if event.ts else utcnow(),
             "channel": event.channel.value,
@@ -84,7 +95,7 @@ class TimelineService:
             if stored is None:  # pragma: no cover - the duplicate was deleted in between
                 raise
             if stored["kind"] != event.kind or stored["customer_id"] not in await self.customers.timeline_ids(
-                customer.id
+                live_id
             ):
                 # Same key, different fact: a producer bug. Refuse rather than hide the write or leak the
                 # other customer's event.
@@ -118,28 +129,57 @@ class TimelineService:
         if channels:
             query["channel"] = {"$in": [channel.value for channel in channels]}
         if kinds:
-            exact = [kind for kind in kinds if not kind.endswith(".*")]
-            prefixes = [kind[:-1] for kind in kinds if kind.endswith(".*")]
-            alternatives: list[dict[str, Any]] = []
-            if exact:
-                alternatives.append({"kind": {"$in": exact}})
-            alternatives.extend({"kind": {"$regex": "^" + prefix.replace(".", r"\.")}} for prefix in prefixes)
-            query["$and"] = [{"$or": alternatives}]
+            query["kind"] = _kind_filter(kinds)
         if conversation_id:
             query["conversation_id"] = object_id(conversation_id, "conversation")
+        # Plain field conditions only, no $or/$and: planners (SecantusDB's above all, which scans the whole
+        # collection for any top-level operator) keep using the (customer_id, ts, _id) index.
         if cursor:
-            query.setdefault("$and", []).append(before(cursor))
-        docs = [doc async for doc in self.events.find(query, sort=[("ts", -1), ("_id", -1)], limit=limit + 1)]
+            ts, oid = decode_cursor(cursor)
+            docs = await self._find({**query, "ts": ts, "_id": {"$lt": oid}}, limit + 1)
+            if len(docs) <= limit:
+                docs += await self._find({**query, "ts": {"$lt": ts}}, limit + 1 - len(docs))
+        else:
+            docs = await self._find(query, limit + 1)
         next_cursor = (
             encode_cursor(docs[limit - 1]["ts"], docs[limit - 1]["_id"]) if len(docs) > limit else None
         )
         return TimelinePage(events=[event_from_doc(doc) for doc in docs[:limit]], next_cursor=next_cursor)
+
+    async def _live_customer(self, customer_id: str) -> str:
+        """The id to store events under: one lookup per customer every few seconds, not one per event."""
+        now = time.monotonic()
+        cached = self._live.get(customer_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        live_id = (await self.customers.live(customer_id)).id
+        if len(self._live) > _CACHE_LIMIT:
+            self._live.clear()
+        self._live[customer_id] = (live_id, now + _LIVE_TTL_SECONDS)
+        return live_id
+
+    @staticmethod
+    def _remember(known: set[ObjectId], value: ObjectId) -> None:
+        if len(known) > _CACHE_LIMIT:
+            known.clear()
+        known.add(value)
+
+    async def _find(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        return [doc async for doc in self.events.find(query, sort=[("ts", -1), ("_id", -1)], limit=limit)]
 
     async def since(self, ts: dt.datetime) -> AsyncIterator[dict[str, Any]]:
         """Every event at or after ``ts``, oldest first, shaped like the bus message (for resume)."""
         async for doc in self.events.find({"ts": {"$gte": ts}}, sort=[("ts", 1), ("_id", 1)]):
             event = event_from_doc(doc)
             yield {**event.model_dump(mode="json"), "topic": f"timeline.{event.kind}"}
+
+
+def _kind_filter(kinds: list[str]) -> dict[str, Any]:
+    """Exact kinds and ``prefix.*`` patterns as one condition on ``kind``."""
+    if not any(kind.endswith(".*") for kind in kinds):
+        return {"$in": kinds}
+    alternatives = [re.escape(kind[:-1]) if kind.endswith(".*") else re.escape(kind) + "$" for kind in kinds]
+    return {"$regex": "^(?:" + "|".join(alternatives) + ")"}
 
 
 def _millis(value: dt.datetime) -> dt.datetime:
