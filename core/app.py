@@ -30,6 +30,8 @@ from core.http import (
 from core.http import api as core_api
 from core.log import get_logger
 from core.settings import Settings
+from ivr_flows import FLOWS, create_flow_service
+from ivr_flows.http import api as ivr_flows_api
 from omnichannel import OMNICHANNEL, Omnichannel
 from omnichannel.http import api as omnichannel_api
 from tickets import TICKETS, create_service
@@ -51,7 +53,7 @@ def build_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[MAX_BODY_BYTES] = settings.max_body_bytes
-    app[APIS] = [core_api, omnichannel_api, tickets_api]
+    app[APIS] = [core_api, omnichannel_api, tickets_api, ivr_flows_api]
     app.cleanup_ctx.append(_services)
     for api in app[APIS]:
         api.mount(app)
@@ -84,6 +86,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT] = AuditLog(db)
     app[OMNICHANNEL] = Omnichannel.create(db, bus, default_region=settings.default_region)
     app[TICKETS] = create_service(db, app[OMNICHANNEL], settings)
+    app[FLOWS] = create_flow_service(db, bus)
     prepared = asyncio.Event()
 
     async def schema_ready() -> None:

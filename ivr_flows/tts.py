@@ -1,0 +1,283 @@
+"""Prompts as WAV files the telephony bridge plays: text-to-speech with a disk cache, recorded overrides.
+
+Format: 16 kHz, 16-bit signed, mono PCM WAV — what pjsua2's conference bridge runs at by default and what
+the ASR taps use, so no resampling happens on a live call.
+
+* Mandarin: hanzi → pypinyin with tone numbers (``ni3 hao3``) → espeak-ng's ``cmn-latn-pinyin`` voice
+  (its plain ``cmn`` voice mangles hanzi). Digits are read one by one (按 1, 订单号 12345), as callers
+  expect from a phone menu.
+* English: espeak-ng ``en``; runs of four or more digits are read digit by digit.
+* espeak-ng's output is converted by sox to the format above and normalised to -3 dBFS.
+
+Cache: ``<cache_dir>/<key>.wav`` where ``key`` hashes (text, language, voice, format). A recorded prompt at
+``<prompts_dir>/<key>.wav`` overrides the synthetic one (its file name is in every ``ivr.step`` of the
+prompt, and ``PromptRenderer.key`` computes it); recorded files named in a flow (``file:``) play as they
+are, converted to the format above once. A prompt of several parts is joined into one file so barge-in
+stops all of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import wave
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+from core.log import get_logger
+from ivr_flows.expressions import Template, Value
+from ivr_flows.nodes import PromptPart
+
+log = get_logger(__name__)
+
+SAMPLE_RATE = 16_000
+VOICES = {"zh": "cmn-latn-pinyin", "en": "en"}
+PART_GAP_SECONDS = 0.2
+
+_DIGITS_ZH = dict(zip("0123456789", "ling2 yi1 er4 san1 si4 wu3 liu4 qi1 ba1 jiu3".split(), strict=True))
+_KEYS_ZH = {"*": "xing1 hao4", "#": "jing3 hao4"}
+_PUNCTUATION_ZH = str.maketrans({"，": ",", "、": ",", "；": ";", "：": ":", "。": ".", "！": "!", "？": "?"})
+_LONG_NUMBER = re.compile(r"\d{4,}")
+
+
+class PromptError(Exception):
+    """A prompt could not be made (espeak-ng or sox missing or failing, a recorded file missing)."""
+
+
+def to_pinyin(text: str) -> str:
+    """Mandarin text as tone-numbered pinyin for espeak-ng: ``您好，请按1`` → ``nin2 hao3, qing3 an4 yi1``."""
+    # pypinyin loads its dictionaries (~50 MB) on import: only processes that speak pay for them
+    from pypinyin import Style, lazy_pinyin
+
+    words: list[str] = []
+    text = text.replace("#号", "井号").replace("*号", "星号")
+    for chunk in lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True):
+        if chunk.isascii() and re.fullmatch(r"[a-z]+[1-5]", chunk):
+            words.append(chunk)
+            continue
+        for token in re.findall(r"\d|[*#]|[A-Za-z]+|[^\sA-Za-z\d*#]", chunk.translate(_PUNCTUATION_ZH)):
+            if token in _DIGITS_ZH:
+                words.append(_DIGITS_ZH[token])
+            elif token in _KEYS_ZH:
+                words.append(_KEYS_ZH[token])
+            elif token in ",;:.!?":
+                if words:
+                    words[-1] += token
+            elif token.isalpha() and token.isascii():
+                words.append(token)
+    return " ".join(words)
+
+
+def to_english_speech(text: str) -> str:
+    return _LONG_NUMBER.sub(lambda match: " ".join(match.group(0)), text)
+
+
+class PromptRenderer:
+    """Renders prompt text and recorded files to playable WAVs, once; safe to share between calls."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        prompts_dir: Path | None = None,
+        *,
+        speed: int = 150,
+        espeak: str = "espeak-ng",
+        sox: str = "sox",
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.prompts_dir = prompts_dir
+        self.speed = speed
+        self.espeak = espeak
+        self.sox = sox
+        self._inflight: dict[Path, asyncio.Future[Path]] = {}
+        self._ready: set[Path] = set()  # files known to exist: the hot path needs no system call
+
+    def key(self, text: str, language: str) -> str:
+        voice = VOICES[language]
+        material = f"v1|{language}|{voice}|{self.speed}|{SAMPLE_RATE}|{text}"
+        return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+    async def render(
+        self, parts: Sequence[PromptPart], language: str, variables: Mapping[str, Value] | None = None
+    ) -> Path:
+        """One WAV for a whole prompt in ``language`` (a part's own ``language`` wins), placeholders
+        filled from ``variables``."""
+        files = [await self._part(part, language, variables or {}) for part in parts]
+        if len(files) == 1:
+            return files[0]
+        digest = hashlib.sha256("|".join(str(file) for file in files).encode()).hexdigest()[:32]
+        target = self.cache_dir / f"seq-{digest}.wav"
+        return await self._once(target, lambda tmp: asyncio.to_thread(_concatenate, files, tmp))
+
+    async def speak(self, text: str, language: str) -> Path:
+        """``text`` spoken in ``language`` (``zh`` or ``en``): the recorded override or the TTS file."""
+        if language not in VOICES:
+            raise PromptError(f"no voice for language {language!r} (have {', '.join(VOICES)})")
+        key = self.key(text, language)
+        if self.prompts_dir is not None:
+            override = self.prompts_dir / f"{key}.wav"
+            if await asyncio.to_thread(os.path.isfile, override):
+                return await self.recorded(override)
+        return await self._once(
+            self.cache_dir / f"{key}.wav", lambda tmp: self._synthesize(text, language, tmp)
+        )
+
+    async def recorded(self, source: Path) -> Path:
+        """A recorded file converted (once per version of the file) to the playback format."""
+        try:
+            stat = await asyncio.to_thread(os.stat, source)
+        except OSError:
+            raise PromptError(f"recorded prompt {source} is missing") from None
+        identity = f"{source}|{stat.st_mtime_ns}|{stat.st_size}"
+        digest = hashlib.sha256(identity.encode()).hexdigest()
+        return await self._once(
+            self.cache_dir / f"rec-{digest[:32]}.wav", lambda tmp: self._convert(source, tmp)
+        )
+
+    async def beep(self) -> Path:
+        return await self._once(
+            self.cache_dir / "beep-1000hz.wav",
+            lambda tmp: self._run(
+                [self.sox, "-n", *_FORMAT, str(tmp), "synth", "0.35", "sine", "1000", "vol", "0.4"]
+            ),
+        )
+
+    async def prepare(self, parts: Sequence[PromptPart], language: str) -> int:
+        """Render the parts that have no placeholders (the static prompts of a flow) ahead of calls;
+        returns how many distinct prompts were rendered or found. Failures are logged, not raised."""
+        done = 0
+        seen: set[tuple[str, str]] = set()
+        for part in parts:
+            for text, text_language in _all_texts(part, language):
+                if Template(text).names or (text, text_language) in seen:
+                    continue
+                seen.add((text, text_language))
+                try:
+                    await self.speak(text, text_language)
+                    done += 1
+                except PromptError as exc:
+                    log.warning("ivr.prompt_failed", text=text[:80], error=str(exc))
+        return done
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    async def _part(self, part: PromptPart, language: str, variables: Mapping[str, Value]) -> Path:
+        if part.file is not None and self.prompts_dir is not None:
+            source = self.prompts_dir / part.file
+            if part.say is None or await asyncio.to_thread(os.path.isfile, source):
+                return await self.recorded(source)
+        chosen = _text_for(part, language)
+        if chosen is None:
+            raise PromptError(f"recorded prompt {part.file} needs a prompts directory")
+        text, text_language = chosen
+        return await self.speak(Template(text).render(dict(variables)), text_language)
+
+    async def _once(self, target: Path, make: Callable[[Path], Awaitable[object]]) -> Path:
+        """``target``, made by ``make(tmp_path)`` unless it exists; concurrent requests share one run and
+        the file appears atomically (other processes sharing the cache see all of it or nothing)."""
+        if target in self._ready:
+            return target
+        if await asyncio.to_thread(os.path.isfile, target):
+            self._ready.add(target)
+            return target
+        pending = self._inflight.get(target)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Path] = asyncio.get_running_loop().create_future()
+        self._inflight[target] = future
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.stem}.{os.getpid()}.{id(future)}.wav")
+            try:
+                await make(tmp)
+                os.replace(tmp, target)
+                self._ready.add(target)
+            finally:
+                tmp.unlink(missing_ok=True)
+            future.set_result(target)
+        except BaseException as exc:
+            future.set_exception(exc if isinstance(exc, Exception) else PromptError("cancelled"))
+            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            del self._inflight[target]
+        return target
+
+    async def _synthesize(self, text: str, language: str, target: Path) -> None:
+        spoken = to_pinyin(text) if language == "zh" else to_english_speech(text)
+        if not spoken.strip():
+            raise PromptError(f"nothing to say in {text!r}")
+        wav = await self._run(
+            [self.espeak, "-v", VOICES[language], "-s", str(self.speed), "--stdout", "--stdin"],
+            stdin=spoken.encode(),
+        )
+        await self._run(
+            [self.sox, "-V1", "-t", "wav", "-", *_FORMAT, str(target), "gain", "-n", "-3"], stdin=wav
+        )
+
+    async def _convert(self, source: Path, target: Path) -> None:
+        await self._run([self.sox, "-V1", str(source), *_FORMAT, str(target)])
+
+    async def _run(self, command: list[str], stdin: bytes | None = None) -> bytes:
+        if shutil.which(command[0]) is None:
+            raise PromptError(f"{command[0]} is not installed (Debian packages espeak-ng and sox)")
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(stdin), timeout=30)
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
+        if process.returncode != 0:
+            raise PromptError(
+                f"{command[0]} failed ({process.returncode}): {err.decode(errors='replace')[:300]}"
+            )
+        return out
+
+
+_FORMAT = ("-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "wav")
+
+
+def _text_for(part: PromptPart, language: str) -> tuple[str, str] | None:
+    """``(text, language)`` to say for ``part`` on a call in ``language``: the part's own language wins;
+    a part with one text per language falls back to its first text when the call's language is missing."""
+    if isinstance(part.say, str):
+        return part.say, part.language or language
+    if isinstance(part.say, dict):
+        chosen = part.language or language
+        for text_language, text in part.say.items():
+            if text_language == chosen:
+                return text, text_language
+        return next((text, text_language) for text_language, text in part.say.items())
+    return None
+
+
+def _all_texts(part: PromptPart, language: str) -> Iterator[tuple[str, str]]:
+    if isinstance(part.say, dict):
+        yield from ((text, text_language) for text_language, text in part.say.items())
+    elif isinstance(part.say, str):
+        yield part.say, part.language or language
+
+
+def _concatenate(files: Sequence[Path], target: Path) -> None:
+    gap = b"\x00\x00" * int(SAMPLE_RATE * PART_GAP_SECONDS)
+    with wave.open(str(target), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        for index, file in enumerate(files):
+            with wave.open(str(file), "rb") as part:
+                if (part.getnchannels(), part.getsampwidth(), part.getframerate()) != (1, 2, SAMPLE_RATE):
+                    raise PromptError(f"{file} is not 16 kHz 16-bit mono")
+                if index:
+                    out.writeframes(gap)
+                out.writeframes(part.readframes(part.getnframes()))
