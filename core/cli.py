@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=["agent", "supervisor", "admin"], default="agent")
     create.add_argument("--display-name")
     create.add_argument("--language", choices=["zh", "en"], default="zh")
+    from asr.cli import add_parser as add_asr_parser
+
+    add_asr_parser(commands)
+    from telephony.cli import add_parser as add_telephony_parser
+
+    add_telephony_parser(commands)
     return parser
 
 
@@ -147,6 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command == "config":
         return _check_config(settings)
+    if args.command == "asr":
+        from asr.cli import main as asr_main
+
+        return asr_main(settings, args)
+    if args.command == "telephony":
+        from telephony.cli import main as telephony_main
+
+        return telephony_main(settings, args)
     return _create_user(settings, args)
 
 

@@ -54,6 +54,34 @@ class Settings(BaseModel):
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     outbox_relay_seconds: float = Field(default=10.0, gt=0)
 
+    # Speech recognition (asr/): where `huiliu asr fetch` installs vosk models; which engine serves streams.
+    asr_model_dir: Path = Path("var/asr-models")
+    asr_engine: Literal["auto", "vosk", "whisper"] = "auto"
+    asr_workers: int = Field(default=2, ge=1, le=32)
+    asr_whisper_model: Path | None = None
+
+    # Telephony (telephony/): the Kamailio SIP front on telephony_sip_port and a pool of pjsua2 worker
+    # processes on telephony_worker_base_port + i, each carrying as many calls as its pjsua2 allows
+    # (measured at start). Recordings default to <data_dir>/recordings.
+    telephony_enabled: bool = True
+    telephony_sip_host: str = "127.0.0.1"
+    telephony_sip_port: int = Field(default=5060, ge=1, le=65535)
+    telephony_worker_base_port: int = Field(default=5070, ge=1, le=65535)
+    telephony_pool_size: int = Field(default=2, ge=1, le=500)
+    telephony_max_calls_per_worker: int = Field(default=256, ge=1, le=4096)
+    telephony_rtp_port_min: int = Field(default=20000, ge=1024, le=65535)
+    telephony_rtp_port_max: int = Field(default=29999, ge=1024, le=65535)
+    telephony_recordings_dir: Path | None = None
+    telephony_recording_retention_days: int = Field(default=90, ge=0, description="0 keeps them forever")
+    telephony_demo_number: str = Field(default="1000", pattern=r"^\+?[A-Za-z0-9_.-]{1,32}$")
+    telephony_router: str = Field(default="telephony.demo:router", pattern=r"^[\w.]+(:\w+)?$")
+    telephony_heartbeat_seconds: float = Field(default=1.0, gt=0, le=60)
+    telephony_node_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    telephony_drain_seconds: float = Field(default=30.0, ge=0)
+    telephony_registrar: str | None = None
+    telephony_sip_username: str | None = None
+    telephony_sip_password: SecretStr | None = None
+
     def secret(self) -> str:
         """The signing secret; under the embedded defaults it is generated once into ``data_dir``."""
         if self.secret_key is not None:
