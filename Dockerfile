@@ -97,7 +97,7 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends espeak-ng sox libopus0 libssl3 libuuid1 \
+    && apt-get install -y --no-install-recommends espeak-ng sox libopus0 libssl3 libuuid1 kamailio \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /srv/huiliu --no-create-home huiliu \
     && install -d -o huiliu -g huiliu /srv/huiliu /var/lib/huiliu /var/lib/huiliu/recordings
@@ -167,6 +167,7 @@ os._exit(0)
 EOF
 
 USER huiliu
-EXPOSE 8080 5070/udp 5070/tcp
+# 5060: the telephony node's Kamailio (in front of its workers on 5070, 5071, …)
+EXPOSE 8080 5060/udp 5060/tcp 5070/udp 5070/tcp
 ENTRYPOINT ["huiliu"]
 CMD ["web"]

@@ -33,7 +33,13 @@ from core.settings import Settings
 from ivr_flows import FLOWS, create_flow_service
 from ivr_flows.http import api as ivr_flows_api
 from omnichannel import OMNICHANNEL, Omnichannel
+from omnichannel.channels import CHANNELS, create_channels
+from omnichannel.channels.http import api as channels_api
 from omnichannel.http import api as omnichannel_api
+from telephony.control import CallControl
+from telephony.http import CALL_CONTROL, TELEPHONY_STORE
+from telephony.http import api as telephony_api
+from telephony.store import TelephonyStore
 from tickets import TICKETS, create_service
 from tickets.http import api as tickets_api
 
@@ -53,7 +59,14 @@ def build_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[MAX_BODY_BYTES] = settings.max_body_bytes
-    app[APIS] = [core_api, omnichannel_api, tickets_api, ivr_flows_api]
+    app[APIS] = [
+        core_api,
+        omnichannel_api,
+        tickets_api,
+        ivr_flows_api,
+        telephony_api,
+        channels_api,
+    ]
     app.cleanup_ctx.append(_services)
     for api in app[APIS]:
         api.mount(app)
@@ -85,7 +98,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TOKEN_RESOLVER] = users.resolve
     app[AUDIT] = AuditLog(db)
     app[OMNICHANNEL] = Omnichannel.create(db, bus, default_region=settings.default_region)
-    app[TICKETS] = create_service(db, app[OMNICHANNEL], settings)
+    app[CHANNELS] = create_channels(db, app[OMNICHANNEL], redis, settings)
+    app[TICKETS] = create_service(db, app[OMNICHANNEL], settings, notifier=app[CHANNELS].notifier)
+    app[CHANNELS].attach(app[TICKETS])
+    app[TELEPHONY_STORE] = TelephonyStore(db)
+    app[CALL_CONTROL] = CallControl(app[TELEPHONY_STORE], redis)
     app[FLOWS] = create_flow_service(db, bus)
     prepared = asyncio.Event()
 
@@ -102,6 +119,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     preparing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await preparing
+    await app[CHANNELS].close()
     await bus.stop()
     await redis.aclose()
     await db.close()

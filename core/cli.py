@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     from asr.cli import add_parser as add_asr_parser
 
     add_asr_parser(commands)
+    from telephony.cli import add_parser as add_telephony_parser
+
+    add_telephony_parser(commands)
     return parser
 
 
@@ -154,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from asr.cli import main as asr_main
 
         return asr_main(settings, args)
+    if args.command == "telephony":
+        from telephony.cli import main as telephony_main
+
+        return telephony_main(settings, args)
     return _create_user(settings, args)
 
 

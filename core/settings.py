@@ -82,6 +82,31 @@ class Settings(BaseModel):
     telephony_sip_username: str | None = None
     telephony_sip_password: SecretStr | None = None
 
+    # SMS (omnichannel/channels/): the local sink for development or an HTTP gateway. Webhooks from the
+    # gateway are signed with HMAC-SHA256 over "<timestamp>.<raw body>" using sms_webhook_secret.
+    sms_provider: Literal["sink", "http"] = "sink"
+    sms_http_base_url: str | None = None
+    sms_http_api_key: SecretStr | None = None
+    sms_sender: str = Field(default="Huiliu", max_length=32)
+    sms_webhook_secret: SecretStr | None = None
+    sms_delivery: Literal["celery", "inline"] = "celery"
+    sms_max_attempts: int = Field(default=5, ge=1, le=50)
+    sms_retry_backoff_seconds: float = Field(default=5.0, gt=0, le=3600)
+    sms_rate_per_minute: int = Field(default=6, ge=1, description="Per recipient number")
+    sms_max_chars: int = Field(default=1000, ge=70, le=10_000)
+
+    # WeChat Official Account: token (plaintext mode) plus encoding_aes_key (safe mode); "sink" records
+    # customer-service and template messages in MongoDB instead of calling api.weixin.qq.com.
+    wechat_token: SecretStr | None = None
+    wechat_app_id: str | None = None
+    wechat_app_secret: SecretStr | None = None
+    wechat_encoding_aes_key: SecretStr | None = None
+    wechat_client: Literal["sink", "api"] = "sink"
+    wechat_template_id: str | None = None
+    wechat_reply_timeout_seconds: float = Field(default=3.5, gt=0, lt=5)
+    wechat_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
+
     def secret(self) -> str:
         """The signing secret; under the embedded defaults it is generated once into ``data_dir``."""
         if self.secret_key is not None:

@@ -59,11 +59,17 @@ class Supervisor:
             Child("worker", [python, "-m", "core.cli", "worker"]),
             Child("beat", [python, "-m", "core.cli", "beat"]),
         ]
+        if self.settings.telephony_enabled:  # Kamailio and the pjsua2 worker pool (telephony.pool)
+            self.children.append(Child("telephony", [python, "-m", "core.cli", "telephony"]))
         for child in self.children:
             self._spawn(child)
         web = self.children[0]
         assert web.process is not None
         wait_for_port(self.settings.web_port, web.process, "the web process", timeout=60)
+        if self.settings.telephony_enabled:
+            telephony = self.children[-1]
+            assert telephony.process is not None
+            wait_for_port(self.settings.telephony_sip_port, telephony.process, "the SIP front", timeout=120)
 
     def _spawn(self, child: Child) -> None:
         child.process = spawn(child.args, env=self.env, log_path=self.log_dir / f"{child.name}.log")
@@ -80,6 +86,9 @@ class Supervisor:
             f"  Redis             {self.env.get('HUILIU_REDIS_URL')}",
             f"  Logs              {self.log_dir}/",
         ]
+        if self.settings.telephony_enabled:
+            sip = f"{self.settings.telephony_sip_host}:{self.settings.telephony_sip_port}"
+            lines.append(f"  Call (SIP) 拨打    sip:{self.settings.telephony_demo_number}@{sip}")
         if self.settings.demo:
             lines.append("  Demo logins 演示账号:")
             lines += [f"    {user.role.value:<11} {user.username} / {user.password}" for user in DEMO_USERS]

@@ -26,12 +26,13 @@ class Platform:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.web_port, self.mongo_port, self.redis_port = free_port(), free_port(), free_port()
+        self.sip_port, self.sip_worker_port = free_port(), free_port()
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 
     @property
     def ports(self) -> list[int]:
-        return [self.web_port, self.mongo_port, self.redis_port]
+        return [self.web_port, self.mongo_port, self.redis_port, self.sip_port]
 
     def start(self) -> str:
         env = {
@@ -40,6 +41,9 @@ class Platform:
             "HUILIU_EMBEDDED_MONGO_PORT": str(self.mongo_port),
             "HUILIU_EMBEDDED_REDIS_PORT": str(self.redis_port),
             "HUILIU_OUTBOX_RELAY_SECONDS": "1",
+            "HUILIU_TELEPHONY_SIP_PORT": str(self.sip_port),
+            "HUILIU_TELEPHONY_WORKER_BASE_PORT": str(self.sip_worker_port),
+            "HUILIU_TELEPHONY_POOL_SIZE": "1",
         }
         self.process = subprocess.Popen(
             [sys.executable, "-m", "core.cli", "run"],
@@ -133,6 +137,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
 def test_one_command_runs_the_platform_and_ctrl_c_stops_all_of_it(platform: Platform) -> None:
     banner = platform.start()
     assert platform.url("/admin") in banner
+    assert f"sip:1000@127.0.0.1:{platform.sip_port}" in banner
     assert "admin / admin-demo" in banner and "agent1 / agent1-demo" in banner
     platform.wait_healthy()
 

@@ -1152,9 +1152,11 @@ class TicketService:
 TICKETS = web.AppKey("tickets", TicketService)
 
 
-def create_service(db: Database, omni: Omnichannel, settings: Settings) -> TicketService:
-    """The service as the web process and the worker run it: real clock, notifications on the timeline
-    (until the channel providers exist), SLA checks as Celery ETA tasks."""
+def create_service(
+    db: Database, omni: Omnichannel, settings: Settings, *, notifier: Notifier | None = None
+) -> TicketService:
+    """The service as the web process and the worker run it: real clock, notifications through
+    ``notifier`` (the channels' senders; by default on the timeline), SLA checks as Celery ETA tasks."""
     producer = Celery("huiliu-tickets", broker=settings.redis_url)
     # Fail fast when Redis is away: a lost ETA task costs at most one sweep, a hung request much more.
     producer.conf.update(
@@ -1169,7 +1171,7 @@ def create_service(db: Database, omni: Omnichannel, settings: Settings) -> Ticke
         omni,
         load_config(settings),
         clock=SystemClock(),
-        notifier=TimelineNotifier(omni.timeline),
+        notifier=notifier or TimelineNotifier(omni.timeline),
         scheduler=CeleryScheduler(producer),
         default_region=settings.default_region,
     )

@@ -22,6 +22,7 @@ from core.db import Database
 from core.settings import Settings
 from core.worker import app
 from omnichannel import Omnichannel
+from omnichannel.channels import create_channels
 from tickets.service import TicketService, create_service
 
 T = TypeVar("T")
@@ -54,7 +55,10 @@ def _runtime() -> _Runtime:
         db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
         redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
-        runtime = _Runtime(asyncio.new_event_loop(), db, redis, create_service(db, omni, settings))
+        # Customer notifications go out on their channel (SMS, WeChat); the rest lands on the timeline.
+        notifier = create_channels(db, omni, redis, settings).notifier
+        service = create_service(db, omni, settings, notifier=notifier)
+        runtime = _Runtime(asyncio.new_event_loop(), db, redis, service)
         _local.runtime = runtime
         with _runtimes_lock:
             _runtimes.append(runtime)

@@ -1,0 +1,86 @@
+"""The intent pipeline every channel runs on what a customer said: analyse the text, put the analysis on
+the timeline (``intent``), hand the signal to the ticket engine.
+
+The ticket engine tells the customer the new ticket's number itself (its notifier sends on the channel
+they came from); the pipeline only returns what the channel should answer in the moment — the question
+to ask when information is missing. The voice side calls it with ``transcript.final`` text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from asr.nlu import UNKNOWN_INTENT, Analysis, Analyzer, default_analyzer
+from omnichannel import Actor, Channel, NewEvent
+from omnichannel.timeline import TimelineService
+from tickets import IntentOutcome, IntentSignal, Priority, Reason, TicketService
+
+_NLU = Actor(type="system", name="nlu")
+_LANGUAGES: dict[str, Literal["zh", "en"]] = {"zh": "zh", "en": "en"}  # "mixed" leaves it to the customer
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    analysis: Analysis
+    outcome: IntentOutcome | None  # None when no intent was recognised
+    reply: str | None  # what the channel should answer now, if anything
+
+
+class IntentPipeline:
+    def __init__(
+        self,
+        timeline: TimelineService,
+        tickets: TicketService,
+        analyzer: Callable[[], Analyzer] = default_analyzer,
+    ) -> None:
+        self.timeline = timeline
+        self.tickets = tickets
+        self.analyzer = analyzer
+
+    async def run(
+        self,
+        *,
+        customer_id: str,
+        conversation_id: str | None,
+        channel: Channel,
+        text: str,
+        source_key: str,
+    ) -> PipelineResult:
+        """Analyse ``text`` said by the customer; ``source_key`` names the message it came from and makes a
+        repeat of the same message change nothing twice."""
+        analysis = await asyncio.to_thread(lambda: self.analyzer().analyze(text))
+        await self.timeline.append(
+            customer_id,
+            NewEvent(
+                kind="intent.recognised",
+                channel=channel,
+                conversation_id=conversation_id,
+                body=analysis.model_dump(mode="json"),
+                idempotency_key=f"intent:{source_key}",
+            ),
+            _NLU,
+        )
+        if analysis.intent == UNKNOWN_INTENT:
+            return PipelineResult(analysis, None, None)
+        entities: dict[str, str] = {}
+        for entity in analysis.entities:
+            entities.setdefault(entity.kind.value, entity.value)
+        outcome = await self.tickets.from_intent(
+            IntentSignal(
+                customer_id=customer_id,
+                intent=analysis.intent,
+                confidence=analysis.confidence,
+                entities=entities,
+                priority=Priority(analysis.priority.value),
+                reasons=[Reason(code=r.code, zh=r.zh, en=r.en) for r in analysis.reasons],
+                text=text[:10_000],
+                channel=channel,
+                conversation_id=conversation_id,
+                language=_LANGUAGES.get(analysis.language or ""),
+                idempotency_key=source_key,
+            )
+        )
+        return PipelineResult(analysis, outcome, outcome.prompt if outcome.action == "needs_input" else None)

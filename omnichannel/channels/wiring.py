@@ -1,0 +1,152 @@
+"""Building the channel services from the settings, for the web process and the Celery worker."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from celery import Celery
+
+from asr.nlu import Analyzer, default_analyzer
+from core.db import Database
+from core.settings import Settings
+from omnichannel import Omnichannel
+from omnichannel.channels.notifier import ChannelNotifier
+from omnichannel.channels.pipeline import IntentPipeline
+from omnichannel.channels.sms import HttpSmsProvider, SinkSmsProvider, SmsProvider
+from omnichannel.channels.sms_service import Enqueue, SmsConfig, SmsService
+from omnichannel.channels.wechat import (
+    ApiWeChatClient,
+    SinkWeChatClient,
+    WeChatClient,
+    WeChatConfig,
+    WeChatService,
+)
+from tickets import TicketService, TimelineNotifier
+
+DELIVER_TASK = "omnichannel.channels.tasks.deliver_sms"
+SWEEP_TASK = "omnichannel.channels.tasks.sweep_sms"
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """The channels' periodic work for the Celery beat."""
+    return {"sweep-sms": {"task": SWEEP_TASK, "schedule": 60.0}}
+
+
+@dataclass
+class Channels:
+    sms: SmsService
+    wechat: WeChatService
+    notifier: ChannelNotifier
+    webhook_secret: str | None
+    tolerance_seconds: int
+    wechat_max_body_bytes: int
+    _warming: asyncio.Future[Analyzer] | None = None
+
+    def attach(self, tickets: TicketService) -> None:
+        """Inbound messages run the intent pipeline into ``tickets`` (which notifies through
+        ``notifier``: the two are made for each other, hence the late attachment)."""
+        pipeline = IntentPipeline(self.sms.omni.timeline, tickets)
+        self.sms.pipeline = pipeline
+        self.wechat.pipeline = pipeline
+        # Load the NLU model now rather than in the first customer's 5-second WeChat window.
+        self._warming = asyncio.get_running_loop().run_in_executor(None, default_analyzer)
+
+    async def close(self) -> None:
+        if self._warming is not None:
+            await asyncio.gather(self._warming, return_exceptions=True)
+        await self.sms.close()
+        await self.wechat.close()
+
+
+CHANNELS = web.AppKey("channels", Channels)
+
+
+def sms_provider(db: Database, settings: Settings) -> SmsProvider:
+    if settings.sms_provider == "http":
+        if not settings.sms_http_base_url:
+            raise ValueError("HUILIU_SMS_HTTP_BASE_URL is required with HUILIU_SMS_PROVIDER=http")
+        key = settings.sms_http_api_key.get_secret_value() if settings.sms_http_api_key else None
+        return HttpSmsProvider(settings.sms_http_base_url, key)
+    return SinkSmsProvider(db)
+
+
+def sms_config(settings: Settings) -> SmsConfig:
+    return SmsConfig(
+        sender=settings.sms_sender,
+        max_attempts=settings.sms_max_attempts,
+        backoff_seconds=settings.sms_retry_backoff_seconds,
+        rate_per_minute=settings.sms_rate_per_minute,
+        max_chars=settings.sms_max_chars,
+        default_region=settings.default_region,
+    )
+
+
+def celery_enqueue(settings: Settings) -> Enqueue:
+    producer = Celery("huiliu-channels", broker=settings.redis_url)
+    producer.conf.update(
+        broker_connection_retry_on_startup=False,
+        broker_connection_retry=False,
+        broker_connection_max_retries=0,
+        broker_connection_timeout=1,
+        broker_transport_options={"socket_connect_timeout": 1, "socket_timeout": 2, "max_retries": 0},
+    )
+
+    async def enqueue(message_id: str) -> None:
+        await asyncio.to_thread(producer.send_task, DELIVER_TASK, args=[message_id])
+
+    return enqueue
+
+
+def create_channels(db: Database, omni: Omnichannel, redis: aioredis.Redis, settings: Settings) -> Channels:
+    enqueue = celery_enqueue(settings) if settings.sms_delivery == "celery" else None
+    sms = SmsService(db, omni, sms_provider(db, settings), redis, sms_config(settings), enqueue=enqueue)
+    client: WeChatClient
+    if settings.wechat_client == "api":
+        if not settings.wechat_app_id or settings.wechat_app_secret is None:
+            raise ValueError(
+                "HUILIU_WECHAT_APP_ID and HUILIU_WECHAT_APP_SECRET are required for the API client"
+            )
+        client = ApiWeChatClient(settings.wechat_app_id, settings.wechat_app_secret.get_secret_value())
+    else:
+        client = SinkWeChatClient(db)
+    wechat = WeChatService(
+        db,
+        omni,
+        client,
+        WeChatConfig(
+            token=settings.wechat_token.get_secret_value() if settings.wechat_token else None,
+            app_id=settings.wechat_app_id,
+            encoding_aes_key=(
+                settings.wechat_encoding_aes_key.get_secret_value()
+                if settings.wechat_encoding_aes_key
+                else None
+            ),
+            template_id=settings.wechat_template_id,
+            reply_timeout_seconds=settings.wechat_reply_timeout_seconds,
+            tolerance_seconds=settings.webhook_tolerance_seconds,
+        ),
+    )
+    return Channels(
+        sms=sms,
+        wechat=wechat,
+        notifier=ChannelNotifier(sms, wechat, TimelineNotifier(omni.timeline)),
+        webhook_secret=settings.sms_webhook_secret.get_secret_value()
+        if settings.sms_webhook_secret
+        else None,
+        tolerance_seconds=settings.webhook_tolerance_seconds,
+        wechat_max_body_bytes=settings.wechat_max_body_bytes,
+    )
+
+
+async def worker_sms_service(settings: Settings) -> SmsService:
+    """The SMS service as a Celery worker thread runs it: it only delivers."""
+    assert settings.mongo_url is not None and settings.redis_url is not None
+    from core.bus import EventBus
+
+    db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
+    return SmsService(db, omni, sms_provider(db, settings), redis, sms_config(settings))

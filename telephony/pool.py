@@ -1,0 +1,405 @@
+"""``huiliu telephony``: one telephony node — Kamailio as the SIP front and a pool of pjsua2 workers.
+
+The PyPI pjsua2 wheel holds only a few calls per process (measured: 4), so a node runs
+``telephony_pool_size`` worker processes (``telephony.worker``), each on its own SIP port
+(``telephony_worker_base_port + i``) and RTP port slice, each measuring its own call cap at start. Kamailio
+(``telephony/kamailio/kamailio.cfg``) takes every call on ``telephony_sip_port`` and hands it to the
+least-loaded worker that has room (dispatcher ``maxload`` = the measured cap), probing workers with OPTIONS
+and failing over on timeout/486/5xx — so no caller hears 486 while the pool has room.
+
+This process
+* writes the dispatcher list (absolute path) with a spare, disabled slot per worker and starts Kamailio
+  with its own control socket;
+* restarts a worker that died (at most 5 times a minute per slot) after ending its calls;
+* sweeps every second: calls of any worker (any node) whose heartbeat expired end with ``node_lost``;
+* adds a worker on SIGUSR1 and drains and removes the newest on SIGUSR2 (switched on/off in Kamailio
+  with ``dispatcher.set_state``: a reload would forget the call counts), up to twice the pool size;
+* on SIGTERM/SIGINT stops new calls, lets workers drain (``telephony_drain_seconds``), stops Kamailio.
+With ``--no-front`` it runs only the workers (docker-compose runs Kamailio in its own container).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from core.bus import EventBus
+from core.db import Database, utcnow
+from core.embedded import spawn
+from core.log import get_logger
+from core.settings import Settings
+from omnichannel import Omnichannel
+from telephony.kamailio import Destination, Kamailio, dispatcher_list
+from telephony.ledger import CallLedger
+from telephony.store import TelephonyStore
+from telephony.sweeper import CallSweeper
+
+log = get_logger(__name__)
+
+RESTARTS_PER_MINUTE = 5
+SWEEP_SECONDS = 1.0
+RETENTION_SWEEP_SECONDS = 600.0
+# RTP and RTCP take two ports per call; leave room for pjsua's port retries
+MIN_RTP_PORTS_PER_WORKER = 16
+
+
+@dataclass
+class WorkerSlot:
+    index: int
+    sip_port: int
+    rtp_port: int
+    rtp_count: int
+    ready_file: Path
+    process: subprocess.Popen[bytes] | None = None
+    worker_id: str | None = None
+    max_calls: int = 0
+    enabled: bool = False
+    removing: bool = False
+    restarts: list[float] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"w{self.index}"
+
+
+class TelephonyPool:
+    def __init__(self, settings: Settings, store: TelephonyStore, *, front: bool = True) -> None:
+        self.settings = settings
+        self.store = store
+        self.front = front
+        self.run_dir = (settings.data_dir / "telephony").resolve()
+        self.log_dir = settings.data_dir / "log"
+        self.capacity_slots = settings.telephony_pool_size * 2
+        self.slots: list[WorkerSlot] = []
+        self.kamailio: Kamailio | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
+        self.worker_host = (
+            "127.0.0.1" if settings.telephony_sip_host in ("", "0.0.0.0") else settings.telephony_sip_host
+        )
+        self._validate()
+        span = settings.telephony_rtp_port_max - settings.telephony_rtp_port_min + 1
+        self.rtp_span = span // self.capacity_slots
+
+    def _validate(self) -> None:
+        settings = self.settings
+        workers = range(
+            settings.telephony_worker_base_port, settings.telephony_worker_base_port + self.capacity_slots
+        )
+        if workers.stop > 65536:
+            raise RuntimeError("HUILIU_TELEPHONY_WORKER_BASE_PORT: the worker ports run past 65535")
+        if settings.telephony_sip_port in workers:
+            raise RuntimeError(
+                f"HUILIU_TELEPHONY_SIP_PORT ({settings.telephony_sip_port}) falls among the worker ports "
+                f"{workers.start}-{workers.stop - 1} (HUILIU_TELEPHONY_WORKER_BASE_PORT, twice the pool size)"
+            )
+        span = settings.telephony_rtp_port_max - settings.telephony_rtp_port_min + 1
+        if span // self.capacity_slots < MIN_RTP_PORTS_PER_WORKER:
+            raise RuntimeError(
+                "HUILIU_TELEPHONY_RTP_PORT_MIN/MAX: the RTP range is too small for the pool "
+                f"({span} ports for up to {self.capacity_slots} workers)"
+            )
+
+    def uri(self, slot: WorkerSlot) -> str:
+        return f"sip:{self.worker_host}:{slot.sip_port}"
+
+    def _new_slot(self, index: int) -> WorkerSlot:
+        settings = self.settings
+        return WorkerSlot(
+            index=index,
+            sip_port=settings.telephony_worker_base_port + index,
+            rtp_port=settings.telephony_rtp_port_min + index * self.rtp_span,
+            rtp_count=self.rtp_span,
+            ready_file=self.run_dir / f"w{index}.ready.json",
+        )
+
+    # -- workers
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        slot.ready_file.unlink(missing_ok=True)
+        slot.worker_id = None
+        args = [
+            sys.executable,
+            "-m",
+            "telephony.worker",
+            "--name",
+            slot.name,
+            "--sip-port",
+            str(slot.sip_port),
+            "--rtp-port",
+            str(slot.rtp_port),
+            "--rtp-count",
+            str(slot.rtp_count),
+            "--ready-file",
+            str(slot.ready_file),
+        ]
+        slot.process = spawn(args, env=dict(os.environ), log_path=self.log_dir / f"telephony-{slot.name}.log")
+
+    async def _wait_ready(
+        self, slots: list[WorkerSlot], within: float, attempts: int = 1
+    ) -> list[WorkerSlot]:
+        """Wait for ``slots`` to report ready, starting a worker that exits again up to ``attempts``
+        times (its SIP or RTP port may be taken for a moment); returns the slots that never came up."""
+        deadline = time.monotonic() + within
+        waiting = list(slots)
+        failed: list[WorkerSlot] = []
+        tries = dict.fromkeys((slot.index for slot in slots), 1)
+        while waiting:
+            for slot in list(waiting):
+                if slot.ready_file.exists():
+                    facts: dict[str, Any] = json.loads(slot.ready_file.read_text())
+                    slot.worker_id = str(facts["worker_id"])
+                    slot.max_calls = int(facts["max_calls"])
+                    waiting.remove(slot)
+                elif slot.process is not None and slot.process.poll() is not None:
+                    log.warning(
+                        "telephony.worker_start_failed",
+                        worker=slot.name,
+                        code=slot.process.returncode,
+                        log=str(self.log_dir / f"telephony-{slot.name}.log"),
+                    )
+                    if tries[slot.index] < attempts:
+                        tries[slot.index] += 1
+                        self._spawn(slot)
+                    else:
+                        waiting.remove(slot)
+                        failed.append(slot)
+            if waiting and time.monotonic() > deadline:
+                failed += waiting
+                break
+            if waiting:
+                await asyncio.sleep(0.1)
+        return failed
+
+    def _write_dispatcher_list(self) -> Path:
+        path = self.run_dir / "dispatcher.list"
+        cap = max((slot.max_calls for slot in self.slots), default=1) or 1
+        destinations = [
+            Destination(self.uri(slot), slot.name, slot.max_calls or cap, slot.enabled) for slot in self.slots
+        ]
+        spare = [
+            Destination(self.uri(self._new_slot(index)), f"w{index}", cap, enabled=False)
+            for index in range(len(self.slots), self.capacity_slots)
+        ]
+        path.write_text(dispatcher_list(destinations + spare))
+        return path
+
+    async def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.slots = [self._new_slot(index) for index in range(self.settings.telephony_pool_size)]
+        for slot in self.slots:
+            self._spawn(slot)
+        failed = await self._wait_ready(self.slots, 60 + 2 * len(self.slots), attempts=3)
+        if len(failed) == len(self.slots):
+            raise RuntimeError(f"no telephony worker started; see {self.log_dir}/telephony-w0.log")
+        for slot in self.slots:
+            slot.enabled = slot not in failed
+            if not slot.enabled:
+                log.error("telephony.worker_left_out", worker=slot.name)
+        caps = sorted({slot.max_calls for slot in self.slots if slot.enabled})
+        log.info("telephony.pool_ready", workers=len(self.slots), calls_per_worker=caps)
+        if self.front:
+            self.kamailio = Kamailio(
+                workdir=self.run_dir,
+                listen=self.settings.telephony_sip_host,
+                port=self.settings.telephony_sip_port,
+                list_path=self._write_dispatcher_list(),
+                log_path=self.log_dir / "kamailio.log",
+            )
+            await asyncio.to_thread(self.kamailio.start)
+
+    @property
+    def capacity(self) -> int:
+        return sum(slot.max_calls for slot in self.slots if slot.enabled)
+
+    async def check(self) -> None:
+        """Restart dead workers (their calls ended first) and a dead Kamailio."""
+        for slot in self.slots:
+            if slot.process is None or slot.process.poll() is None or slot.removing:
+                continue
+            log.warning("telephony.worker_died", worker=slot.name, code=slot.process.returncode)
+            if slot.worker_id is not None:
+                with contextlib.suppress(Exception):
+                    await self.store.expire_worker(slot.worker_id, utcnow())
+            now = time.monotonic()
+            slot.restarts = [at for at in slot.restarts if now - at < 60]
+            if len(slot.restarts) >= RESTARTS_PER_MINUTE:
+                if slot.enabled:
+                    log.error("telephony.worker_keeps_crashing", worker=slot.name)
+                    slot.enabled = False
+                    await self._set_state(slot, "d")
+                continue
+            slot.restarts.append(now)
+            self._spawn(slot)
+            adopting = asyncio.create_task(self._adopt(slot))
+            self._adopting.add(adopting)
+            adopting.add_done_callback(self._adopting.discard)
+        if self.kamailio is not None and not self.kamailio.alive():
+            log.warning("telephony.kamailio_died")
+            await asyncio.to_thread(self.kamailio.start)
+
+    async def _adopt(self, slot: WorkerSlot) -> None:
+        if await self._wait_ready([slot], 60):
+            log.warning("telephony.worker_restart_failed", worker=slot.name)
+        elif not slot.enabled:  # it had been left out: it gets calls again
+            slot.enabled = True
+            await self._set_state(slot, "a")
+
+    async def _set_state(self, slot: WorkerSlot, state: str) -> None:
+        if self.kamailio is not None:
+            try:
+                await asyncio.to_thread(self.kamailio.set_worker_state, self.uri(slot), state)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                log.warning("telephony.dispatcher_state_failed", worker=slot.name, error=str(exc))
+
+    async def add_worker(self) -> None:
+        if len(self.slots) >= self.capacity_slots:
+            log.warning("telephony.pool_full", workers=len(self.slots), max=self.capacity_slots)
+            return
+        slot = self._new_slot(len(self.slots))
+        self.slots.append(slot)
+        self._spawn(slot)
+        if await self._wait_ready([slot], 60, attempts=3):
+            self.slots.remove(slot)
+            log.error("telephony.worker_add_failed", worker=slot.name)
+            return
+        slot.enabled = True
+        await self._set_state(slot, "a")
+        self._write_dispatcher_list()  # for a Kamailio restart; the running one was told above
+        log.info("telephony.worker_added", worker=slot.name, max_calls=slot.max_calls)
+
+    async def remove_worker(self) -> None:
+        """Stop giving the newest worker calls, let its calls finish, then stop it."""
+        if len(self.slots) <= 1:
+            return
+        slot = self.slots[-1]
+        slot.removing, slot.enabled = True, False
+        await self._set_state(slot, "d")
+        if slot.process is not None:
+            slot.process.terminate()
+            await asyncio.to_thread(_wait, slot.process, self.settings.telephony_drain_seconds + 10)
+        self.slots.remove(slot)
+        self._write_dispatcher_list()
+        log.info("telephony.worker_removed", worker=slot.name)
+
+    async def stop(self) -> None:
+        for slot in self.slots:
+            if slot.enabled:
+                slot.enabled = False
+                await self._set_state(slot, "d")
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                slot.process.terminate()
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(_wait, slot.process, self.settings.telephony_drain_seconds + 10)
+                for slot in self.slots
+                if slot.process is not None
+            )
+        )
+        if self.kamailio is not None:
+            await asyncio.to_thread(self.kamailio.stop)
+
+
+def _wait(process: subprocess.Popen[bytes], within: float) -> None:
+    try:
+        process.wait(within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def serve(settings: Settings, *, front: bool = True) -> int:
+    if settings.mongo_url is None or settings.redis_url is None:
+        print("huiliu telephony: HUILIU_MONGO_URL and HUILIU_REDIS_URL must be set", file=sys.stderr)
+        return 2
+    import core.app  # noqa: F401 - registers every package's indexes and migrations
+
+    db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
+    store = TelephonyStore(db)
+    ledger = CallLedger(store, omni, worker_id="sweeper", default_region=settings.default_region)
+    sweeper = CallSweeper(ledger, store, bind_host=settings.telephony_sip_host)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    resize: asyncio.Queue[int] = asyncio.Queue()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, resize.put_nowait, 1)
+    loop.add_signal_handler(signal.SIGUSR2, resize.put_nowait, -1)
+    pool: TelephonyPool | None = None
+    try:
+        await _prepare(db)
+        await sweeper.start()
+        pool = TelephonyPool(settings, store, front=front)
+        await pool.start()
+        print(
+            f"telephony: {len(pool.slots)} workers, {pool.capacity} concurrent calls"
+            + (
+                f", SIP front on {settings.telephony_sip_host}:{settings.telephony_sip_port}" if front else ""
+            ),
+            flush=True,
+        )
+        await _watch(pool, sweeper, settings, stop, resize)
+    except RuntimeError as exc:
+        print(f"huiliu telephony: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if pool is not None:
+            await pool.stop()
+        sweeper.stop()
+        await redis.aclose()
+        await db.close()
+    return 0
+
+
+async def _prepare(db: Database) -> None:
+    delay = 0.5
+    for attempt in range(20):
+        try:
+            await db.prepare()
+            return
+        except Exception as exc:
+            if attempt == 19:
+                raise RuntimeError(f"MongoDB is not usable: {exc}") from exc
+            log.warning("telephony.database_not_ready", error=str(exc))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5)
+
+
+async def _watch(
+    pool: TelephonyPool,
+    sweeper: CallSweeper,
+    settings: Settings,
+    stop: asyncio.Event,
+    resize: asyncio.Queue[int],
+) -> None:
+    last_retention = 0.0
+    while not stop.is_set():
+        await pool.check()
+        try:
+            await sweeper.sweep()
+            if time.monotonic() - last_retention > RETENTION_SWEEP_SECONDS:
+                last_retention = time.monotonic()
+                await sweeper.expire_recordings(settings.telephony_recording_retention_days)
+        except Exception as exc:
+            log.warning("telephony.sweep_failed", error=str(exc))
+        while not resize.empty():
+            if resize.get_nowait() > 0:
+                await pool.add_worker()
+            else:
+                await pool.remove_worker()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), SWEEP_SECONDS if pool.slots else 0.5)

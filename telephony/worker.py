@@ -1,0 +1,493 @@
+"""A telephony worker process: one pjsua2 endpoint on its own SIP port, as many calls as it can hold.
+
+``python -m telephony.worker --name w0 --sip-port 5070 --rtp-port 20000 --rtp-count 200`` (started by
+``huiliu telephony``, see ``telephony.pool``). It
+
+* answers every inbound INVITE with the handler the router picks for the dialed number (404 if none),
+  turning each call step into timeline facts (``telephony.ledger``);
+* writes a heartbeat document every ``telephony_heartbeat_seconds``: when it stops (the process died), any
+  node's sweeper ends this worker's calls with cause ``node_lost``;
+* takes commands for its calls (hang up, transfer) from its Redis list ``huiliu:telephony:commands:<id>``
+  (``telephony.control.CallControl`` sends them);
+* on SIGTERM refuses new calls (503: the SIP front tries another worker), lets the calls it has finish for
+  up to ``telephony_drain_seconds``, then hangs up the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.bus import EventBus
+from core.db import Database, utcnow
+from core.log import configure_logging, get_logger
+from core.settings import Settings, load_settings
+from omnichannel import Omnichannel
+from telephony.api import CallEnded, CallHandler, CallRouter, Direction, HangupCause
+from telephony.calls import PjsuaCall, UnrecordedCall
+from telephony.control import COMMANDS_KEY
+from telephony.ledger import CallFacts, CallLedger
+from telephony.pjsua_thread import (
+    CallStateChanged,
+    EndpointConfig,
+    EndpointEvent,
+    EndpointFacts,
+    IncomingCall,
+    IncomingRejected,
+    PjsuaThread,
+    SipCredential,
+)
+from telephony.routing import load_router
+from telephony.sip import ANONYMOUS_USERS, display_number, invite_parties, uri_user
+from telephony.store import TelephonyStore
+
+log = get_logger(__name__)
+
+# a handler still running this long after its call ended is cancelled
+HANDLER_GRACE_SECONDS = 30.0
+# MongoDB connections per worker process (each carries a few calls; see small_pool)
+MONGO_POOL_SIZE = 4
+# events for handles nobody claimed yet (an outbound call's first events race its creation)
+UNCLAIMED_EVENT_HANDLES = 256
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    name: str
+    node: str
+    recordings_dir: Path
+    prompt_dir: Path
+    front_host: str  # the SIP front (Kamailio) that numbers are dialed through
+    front_port: int
+    default_region: str = "CN"
+    heartbeat_seconds: float = 1.0
+    node_timeout_seconds: float = 5.0
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class TelephonyWorker:
+    def __init__(
+        self,
+        engine: PjsuaThread,
+        ledger: CallLedger,
+        store: TelephonyStore,
+        router: CallRouter,
+        options: WorkerOptions,
+        redis: aioredis.Redis | None = None,
+    ) -> None:
+        self.engine = engine
+        self.ledger = ledger
+        self.store = store
+        self.router = router
+        self.options = options
+        self.redis = redis
+        self.calls: dict[int, PjsuaCall] = {}
+        self.by_call_id: dict[str, PjsuaCall] = {}
+        self.facts: EndpointFacts | None = None
+        self.draining = False
+        self.rejected_busy = 0
+        self._unclaimed: collections.OrderedDict[int, list[EndpointEvent]] = collections.OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._started_at = utcnow()
+        self._no_calls = asyncio.Event()
+        self._no_calls.set()
+
+    @property
+    def worker_id(self) -> str:
+        return self.options.worker_id
+
+    async def start(self) -> EndpointFacts:
+        self.facts = await self.engine.start()
+        await self._beat()  # the heartbeat exists before the first call does
+        self._background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        if self.redis is not None:
+            self._background.append(asyncio.create_task(self._commands(), name="commands"))
+        log.info(
+            "telephony.worker_ready",
+            worker=self.options.name,
+            sip_port=self.facts.sip_port,
+            max_calls=self.facts.max_calls,
+            pjsip=self.facts.version,
+        )
+        return self.facts
+
+    # -- events from the pjsua thread (on the event loop)
+
+    def on_event(self, event: EndpointEvent) -> None:
+        if isinstance(event, IncomingCall):
+            try:
+                self._incoming(event)
+            except Exception:  # an INVITE we cannot make sense of must not hold a call slot
+                log.exception("call.incoming_failed", call_id=event.call_id, source=event.source)
+                self._reject(event.handle, 500)
+            return
+        if isinstance(event, IncomingRejected):
+            if event.status == 486:
+                self.rejected_busy += 1
+            log.warning(
+                "call.refused_by_pjsua", call_id=event.call_id, status=event.status, reason=event.reason
+            )
+            return
+        call = self.calls.get(event.handle)
+        if call is None:
+            self._unclaimed.setdefault(event.handle, []).append(event)
+            while len(self._unclaimed) > UNCLAIMED_EVENT_HANDLES:
+                self._unclaimed.popitem(last=False)
+            return
+        call.handle_event(event)
+        if isinstance(event, CallStateChanged) and event.state == "disconnected":
+            self._forget(call)
+
+    def _claim(self, call: PjsuaCall) -> None:
+        self._no_calls.clear()
+        self.calls[call.handle] = call
+        self.by_call_id[call.call_id] = call
+        for event in self._unclaimed.pop(call.handle, []):
+            self.on_event(event)
+
+    def _forget(self, call: PjsuaCall) -> None:
+        self.calls.pop(call.handle, None)
+        if self.by_call_id.get(call.call_id) is call:
+            del self.by_call_id[call.call_id]
+        if not self.calls:
+            self._no_calls.set()
+
+    def _incoming(self, event: IncomingCall) -> None:
+        parties = invite_parties(event.invite)
+        if self.draining:
+            self._reject(event.handle, 503)
+            return
+        handler = self.router.route(parties.called)
+        if handler is None:
+            log.info("call.unknown_destination", called=parties.called, source=event.source)
+            self._reject(event.handle, 404)
+            return
+        caller_user = parties.caller_user or uri_user(event.remote_uri)[0]
+        withheld = caller_user.lower() in ANONYMOUS_USERS
+        facts = CallFacts(
+            call_id=event.call_id,
+            caller="" if withheld else display_number(caller_user, self.options.default_region),
+            caller_user=caller_user,
+            caller_host=parties.caller_host,
+            called=parties.called,
+            direction=Direction.inbound,
+            started_at=utcnow(),
+        )
+        call = self._new_call(event.handle, facts, invite=event.invite)
+        self._spawn(self._serve(call, handler))
+
+    def _new_call(self, handle: int, facts: CallFacts, invite: str = "") -> PjsuaCall:
+        call = PjsuaCall(
+            self.engine,
+            handle,
+            call_id=facts.call_id,
+            caller=facts.caller,
+            called=facts.called,
+            direction=facts.direction,
+            journal=self.ledger.journal(facts),
+            recordings_dir=self.options.recordings_dir,
+            prompt_dir=self.options.prompt_dir,
+            target_uri=self.target_uri,
+            dialer=self.consult,
+            invite=invite,
+        )
+        call.started_at = facts.started_at
+        self._claim(call)
+        return call
+
+    def _reject(self, handle: int, status: int) -> None:
+        self._spawn(self.engine.submit(lambda engine: engine.hangup(handle, status)))
+
+    def _spawn(self, awaitable: Any) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, call: PjsuaCall, handler: CallHandler) -> None:
+        handling = asyncio.ensure_future(handler(call))
+        loop = asyncio.get_running_loop()
+
+        def give_up_later(_ended: object) -> None:
+            loop.call_later(HANDLER_GRACE_SECONDS, handling.cancel)
+
+        call.add_ended_callback(give_up_later)
+        cause = HangupCause.normal
+        try:
+            await handling
+        except CallEnded:
+            pass
+        except asyncio.CancelledError:
+            cause = HangupCause.shutdown
+        except Exception as error:
+            log.error("call.handler_failed", call_id=call.call_id, error=repr(error), exc_info=error)
+            cause = HangupCause.handler_error
+        await call.hangup(cause)
+
+    def target_uri(self, target: str) -> str:
+        """A SIP URI as is; a number or extension is dialed through the SIP front."""
+        if target.startswith(("sip:", "sips:", "tel:")):
+            return target
+        return f"sip:{target}@{self.options.front_host}:{self.options.front_port}"
+
+    async def consult(self, target: str) -> PjsuaCall:
+        """A consultation leg for an attended transfer: dialed like any call, kept off the timeline."""
+        uri = self.target_uri(target)
+        handle, call_id = await self.engine.submit(lambda engine: engine.make_call(uri, {}))
+        call = PjsuaCall(
+            self.engine,
+            handle,
+            call_id=call_id,
+            caller="",
+            called=uri_user(uri)[0] or uri,
+            direction=Direction.outbound,
+            journal=UnrecordedCall(),
+            recordings_dir=self.options.recordings_dir,
+            prompt_dir=self.options.prompt_dir,
+            target_uri=self.target_uri,
+        )
+        self._claim(call)
+        return call
+
+    async def dial(self, target: str, headers: dict[str, str] | None = None) -> PjsuaCall:
+        """Place an outbound call (callbacks, agent legs, consultation for attended transfer)."""
+        uri = self.target_uri(target)
+        extra = dict(headers or {})
+        handle, call_id = await self.engine.submit(lambda engine: engine.make_call(uri, extra))
+        called = uri_user(uri)[0] or uri
+        facts = CallFacts(
+            call_id=call_id,
+            caller=called,  # the customer of an outbound call is the party we call
+            caller_user=called,
+            caller_host=uri_user(uri)[1],
+            called=called,
+            direction=Direction.outbound,
+            started_at=utcnow(),
+        )
+        return self._new_call(handle, facts)
+
+    # -- heartbeat and commands
+
+    async def _beat(self) -> None:
+        now = utcnow()
+        facts = self.facts
+        await self.store.heartbeat(
+            self.worker_id,
+            {
+                "name": self.options.name,
+                "node": self.options.node,
+                "pid": os.getpid(),
+                "sip_port": facts.sip_port if facts else None,
+                "max_calls": facts.max_calls if facts else None,
+                "active_calls": len(self.calls),
+                "refused_busy": self.rejected_busy,
+                "draining": self.draining,
+                "started_at": self._started_at,
+                "last_seen": now,
+            },
+            now + dt.timedelta(seconds=self.options.node_timeout_seconds),
+        )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_seconds)
+            try:
+                await self._beat()
+            except Exception as exc:
+                log.warning("telephony.heartbeat_failed", error=str(exc))
+
+    async def _commands(self) -> None:
+        assert self.redis is not None
+        key = COMMANDS_KEY.format(worker_id=self.worker_id)
+        while True:
+            try:
+                item = await self.redis.blpop([key], timeout=4)
+            except (RedisError, OSError) as exc:
+                log.warning("telephony.commands_unavailable", error=str(exc))
+                await asyncio.sleep(1)
+                continue
+            if item is None:
+                continue
+            try:
+                command = json.loads(item[1])
+            except (ValueError, TypeError):
+                log.warning("telephony.bad_command", raw=str(item[1])[:200])
+                continue
+            self._spawn(self._run_command(command))
+
+    async def _run_command(self, command: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"ok": True}
+        call = self.by_call_id.get(str(command.get("call_id")))
+        try:
+            if call is None:
+                reply = {"ok": False, "code": "call_not_found", "detail": "the call is not on this worker"}
+            elif command.get("op") == "hangup":
+                await call.hangup(HangupCause(command.get("cause", HangupCause.agent_hangup.value)))
+            elif command.get("op") == "transfer":
+                await call.transfer(str(command["target"]), attended=bool(command.get("attended")))
+            else:
+                reply = {"ok": False, "code": "unknown_command", "detail": str(command.get("op"))}
+        except Exception as exc:
+            reply = {"ok": False, "code": "command_failed", "detail": str(exc)}
+        reply_to = command.get("reply_to")
+        if reply_to and self.redis is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.rpush(str(reply_to), json.dumps(reply))
+                await self.redis.expire(str(reply_to), 60)
+
+    # -- stopping
+
+    async def drain(self, within: float) -> None:
+        """Refuse new calls; wait up to ``within`` seconds for the current ones, then hang them up."""
+        self.draining = True
+        with contextlib.suppress(Exception):
+            await self._beat()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_calls.wait(), within)
+        await asyncio.gather(
+            *(call.hangup(HangupCause.shutdown) for call in list(self.calls.values())), return_exceptions=True
+        )
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        await self.ledger.flush(5.0)
+        await self.engine.stop()
+        with contextlib.suppress(Exception):
+            await self.store.expire_worker(self.worker_id, utcnow())
+
+
+def recordings_dir(settings: Settings) -> Path:
+    return (settings.telephony_recordings_dir or settings.data_dir / "recordings").resolve()
+
+
+def endpoint_config(settings: Settings, *, sip_port: int, rtp_port: int, rtp_count: int) -> EndpointConfig:
+    credentials: tuple[SipCredential, ...] = ()
+    if settings.telephony_sip_username and settings.telephony_sip_password:
+        credentials = (
+            SipCredential(
+                "*", settings.telephony_sip_username, settings.telephony_sip_password.get_secret_value()
+            ),
+        )
+    front = _front_host(settings)
+    user = settings.telephony_sip_username or "huiliu"
+    return EndpointConfig(
+        bind_address=settings.telephony_sip_host,
+        sip_port=sip_port,
+        rtp_port=rtp_port,
+        rtp_port_count=rtp_count,
+        max_calls=settings.telephony_max_calls_per_worker,
+        user=user,
+        credentials=credentials,
+        registrar=settings.telephony_registrar,
+        register_contact=f"<sip:{user}@{front}:{settings.telephony_sip_port}>",
+        log_level=2 if settings.log_level == "DEBUG" else 1,
+        prompt_dir=settings.data_dir / "prompts",
+    )
+
+
+def _front_host(settings: Settings) -> str:
+    host = settings.telephony_sip_host
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
+def small_pool(url: str, size: int = MONGO_POOL_SIZE) -> str:
+    """``url`` with a connection pool of ``size`` unless it sets its own: a node runs dozens of workers
+    with a handful of calls each, and MongoDB servers cap connections (the embedded one at 1,000)."""
+    parts = urlsplit(url)
+    if "maxpoolsize=" in parts.query.lower():
+        return url
+    query = f"{parts.query}&maxPoolSize={size}" if parts.query else f"maxPoolSize={size}"
+    return urlunsplit(parts._replace(path=parts.path or "/", query=query))
+
+
+async def serve(settings: Settings, args: argparse.Namespace) -> int:
+    assert settings.mongo_url is not None and settings.redis_url is not None
+    db = Database.connect(small_pool(settings.mongo_url), settings.db_name, settings.mongo_timeout_ms)
+    redis = aioredis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
+    omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
+    store = TelephonyStore(db)
+    options = WorkerOptions(
+        name=args.name,
+        node=socket.gethostname(),
+        recordings_dir=recordings_dir(settings),
+        prompt_dir=settings.data_dir / "prompts",
+        front_host=_front_host(settings),
+        front_port=settings.telephony_sip_port,
+        default_region=settings.default_region,
+        heartbeat_seconds=settings.telephony_heartbeat_seconds,
+        node_timeout_seconds=settings.telephony_node_timeout_seconds,
+        worker_id=f"{socket.gethostname()}:{args.name}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+    )
+    ledger = CallLedger(store, omni, worker_id=options.worker_id, default_region=settings.default_region)
+    config = endpoint_config(
+        settings, sip_port=args.sip_port, rtp_port=args.rtp_port, rtp_count=args.rtp_count
+    )
+    if args.name != "w0":
+        config = dataclasses.replace(config, registrar=None)  # one registration per pool
+    worker: TelephonyWorker | None = None
+    engine = PjsuaThread(config, lambda event: worker.on_event(event) if worker else None)
+    worker = TelephonyWorker(engine, ledger, store, load_router(settings), options, redis)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        facts = await worker.start()
+        if args.ready_file:
+            ready = {"worker_id": worker.worker_id, "max_calls": facts.max_calls, "sip_port": facts.sip_port}
+            await asyncio.to_thread(_write_atomically, Path(args.ready_file), json.dumps(ready))
+        await stop.wait()
+        await worker.drain(settings.telephony_drain_seconds)
+    finally:
+        await worker.stop()
+        await redis.aclose()
+        await db.close()
+    return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m telephony.worker")
+    parser.add_argument("--name", required=True, help="the worker's name in the pool (w0, w1, …)")
+    parser.add_argument("--sip-port", type=int, required=True)
+    parser.add_argument("--rtp-port", type=int, required=True, help="first RTP port of this worker")
+    parser.add_argument("--rtp-count", type=int, required=True, help="how many RTP ports it may use")
+    parser.add_argument("--ready-file", help="written (JSON: max_calls, sip_port) once calls are taken")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.mongo_url is None or settings.redis_url is None:
+        print("telephony worker: HUILIU_MONGO_URL and HUILIU_REDIS_URL must be set", file=sys.stderr)
+        return 2
+    return asyncio.run(serve(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""A SIP phone for tests: a pjsua2 endpoint in its own process that calls, answers, types and talks.
+
+    python tests/telephony/peer.py --workdir DIR --target sip:1000@127.0.0.1:5060 --caller 13800138000 \
+        --dtmf 1 --dtmf-at 2.0 --dtmf-method info --tone-hz 440 --seconds 15
+    python tests/telephony/peer.py --workdir DIR --answer-on 45060 --seconds 20    # an agent's phone
+
+It records what it hears on each call to a WAV file and prints one JSON line: per call whether it
+connected, its final status and the RMS level of what it heard — the call it placed (``call``), one it was
+transferred to (REFER: ``transferred``), calls it answered (``in1``…) and calls that replaced those
+(attended transfer: ``replaced``). With ``--answer-on`` it first prints ``listening`` when ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import struct
+import sys
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import pjsua2 as pj
+
+
+def tone_wav(path: Path, hz: float, seconds: float = 2.0, rate: int = 16000) -> Path:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        amplitude = 0.5 * 32767
+        samples = (int(amplitude * math.sin(2 * math.pi * hz * n / rate)) for n in range(int(seconds * rate)))
+        out.writeframes(b"".join(struct.pack("<h", sample) for sample in samples))
+    return path
+
+
+def rms(path: Path) -> tuple[float, float]:
+    """RMS of a 16-bit mono WAV and its length in seconds (0, 0 when missing or empty)."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            data = wav.readframes(wav.getnframes())
+            rate = wav.getframerate()
+    except (OSError, EOFError, wave.Error):
+        return 0.0, 0.0
+    count = len(data) // 2
+    if not count:
+        return 0.0, 0.0
+    values = struct.unpack(f"<{count}h", data[: count * 2])
+    return math.sqrt(sum(v * v for v in values) / count), count / rate
+
+
+class PeerCall(pj.Call):  # type: ignore[misc]
+    def __init__(self, account: Any, peer: Peer, label: str, call_id: int = -1) -> None:
+        if call_id == -1:
+            super().__init__(account)
+        else:
+            super().__init__(account, call_id)
+        self.peer = peer
+        self.label = label
+        self.connected = False
+        self.ended = False
+        self.status = 0
+        self.recorder: Any = None
+        self.player: Any = None
+        self.record_path = peer.workdir / f"{label}-heard.wav"
+
+    def onCallState(self, prm: Any) -> None:
+        info = self.getInfo()
+        if info.state == pj.PJSIP_INV_STATE_CONFIRMED:
+            self.connected = True
+            self.peer.connected_at.setdefault(self.label, time.monotonic())
+        if info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
+            self.ended = True
+            self.status = int(info.lastStatusCode)
+
+    def onCallMediaState(self, prm: Any) -> None:
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                audio = self.getAudioMedia(index)
+                if self.recorder is None:
+                    self.recorder = pj.AudioMediaRecorder()
+                    self.recorder.createRecorder(str(self.record_path))
+                audio.startTransmit(self.recorder)
+                if self.peer.tone is not None and self.player is None:
+                    self.player = pj.AudioMediaPlayer()
+                    self.player.createPlayer(str(self.peer.tone))
+                    self.player.startTransmit(audio)
+
+    def onCallReplaced(self, prm: Any) -> None:
+        call = PeerCall(self.peer.account, self.peer, "replaced", prm.newCallId)
+        self.peer.calls.append(call)
+        prm.newCall = call
+
+    def onCallTransferRequest(self, prm: Any) -> None:
+        self.peer.transferred_to = str(prm.dstUri)
+        call = PeerCall(self.peer.account, self.peer, "transferred")
+        self.peer.calls.append(call)
+        prm.newCall = call
+
+
+class AnsweringAccount(pj.Account):  # type: ignore[misc]
+    def __init__(self, peer: Peer) -> None:
+        super().__init__()
+        self.peer = peer
+
+    def onIncomingCall(self, prm: Any) -> None:
+        call = PeerCall(self, self.peer, f"in{len(self.peer.calls) + 1}", prm.callId)
+        self.peer.calls.append(call)
+        answer = pj.CallOpParam(True)
+        answer.statusCode = 200
+        call.answer(answer)
+
+
+class Peer:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(args.workdir)
+        self.tone = tone_wav(self.workdir / "tone.wav", args.tone_hz) if args.tone_hz else None
+        self.calls: list[PeerCall] = []
+        self.connected_at: dict[str, float] = {}
+        self.transferred_to: str | None = None
+        self.endpoint = pj.Endpoint()
+        self.endpoint.libCreate()
+        config = pj.EpConfig()
+        config.uaConfig.threadCnt = 0
+        config.uaConfig.mainThreadOnly = True
+        config.logConfig.level = int(os.environ.get("PEER_LOG", "0"))
+        config.logConfig.consoleLevel = int(os.environ.get("PEER_LOG", "0"))
+        config.medConfig.clockRate = 16000
+        config.medConfig.sndClockRate = 16000
+        config.medConfig.ecTailLen = 0
+        self.endpoint.libInit(config)
+        self.endpoint.audDevManager().setNullDev()
+        transport = pj.TransportConfig()
+        transport.boundAddress = "127.0.0.1"
+        transport.port = args.answer_on or _free_port()
+        self.endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, transport)
+        self.endpoint.libStart()
+        account = pj.AccountConfig()
+        account.idUri = f"sip:{args.caller}@127.0.0.1:{transport.port}"
+        account.mediaConfig.transportConfig.port = args.rtp_port
+        account.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+        self.account = AnsweringAccount(self)
+        self.account.create(account)
+
+    def run(self) -> dict[str, Any]:
+        first: PeerCall | None = None
+        if self.args.target:
+            first = PeerCall(self.account, self, "call")
+            self.calls.append(first)
+            first.makeCall(self.args.target, pj.CallOpParam(True))
+        else:
+            print("listening", flush=True)
+        deadline = time.monotonic() + self.args.seconds
+        dtmf_sent = False
+        while time.monotonic() < deadline:
+            self.endpoint.libHandleEvents(10)
+            connected_at = self.connected_at.get("call")
+            if (
+                first is not None
+                and self.args.dtmf
+                and not dtmf_sent
+                and connected_at
+                and time.monotonic() - connected_at >= self.args.dtmf_at
+            ):
+                self._send_dtmf(first)
+                dtmf_sent = True
+            if self.calls and all(call.ended for call in self.calls) and (first or self.args.until_hangup):
+                break
+        for call in self.calls:
+            if not call.ended:
+                call.hangup(pj.CallOpParam(True))
+        end = time.monotonic() + 2
+        while time.monotonic() < end and not all(call.ended for call in self.calls):
+            self.endpoint.libHandleEvents(10)
+        result: dict[str, Any] = {"transferred_to": self.transferred_to}
+        for call in self.calls:
+            call.recorder = None
+            call.player = None
+        # the conference bridge removes (and so finalizes) the recorders on its next clock ticks
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            self.endpoint.libHandleEvents(10)
+        for call in self.calls:
+            level, seconds = rms(call.record_path)
+            result[call.label] = {
+                "connected": call.connected,
+                "status": call.status,
+                "rms": round(level, 1),
+                "heard_seconds": round(seconds, 2),
+            }
+        return result
+
+    def _send_dtmf(self, call: PeerCall) -> None:
+        if self.args.dtmf_method == "info":
+            prm = pj.CallSendDtmfParam()
+            prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+            prm.digits = self.args.dtmf
+            call.sendDtmf(prm)
+        else:
+            call.dialDtmf(self.args.dtmf)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--target", help="call this SIP URI")
+    parser.add_argument("--answer-on", type=int, default=0, help="answer calls on this SIP port instead")
+    parser.add_argument(
+        "--until-hangup", action="store_true", help="with --answer-on: stop after the calls end"
+    )
+    parser.add_argument("--caller", default="13800138000")
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--dtmf", default="")
+    parser.add_argument("--dtmf-at", type=float, default=1.0, help="seconds after the answer")
+    parser.add_argument("--dtmf-method", choices=["rfc2833", "info"], default="rfc2833")
+    parser.add_argument("--tone-hz", type=float, default=0.0, help="play a tone into the call")
+    parser.add_argument("--rtp-port", type=int, default=0, help="first RTP port (default: a random one)")
+    parser.add_argument("--workdir", required=True)
+    args = parser.parse_args()
+    args.rtp_port = args.rtp_port or 40000 + 2 * (os.getpid() % 5000)
+    result = Peer(args).run()
+    print(json.dumps(result), flush=True)
+    os._exit(0)  # skip pjsua2's destructors at interpreter exit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""The small pure pieces of telephony: reading INVITEs, the dialog a sweeper hangs up with, the dispatcher
+list, who a caller is, which handler a number reaches."""
+
+from __future__ import annotations
+
+from telephony.api import Call, CallState, HangupCause
+from telephony.kamailio import Destination, dispatcher_list
+from telephony.ledger import call_ref, caller_identity
+from telephony.routing import StaticRouter
+from telephony.sip import bye_request, display_number, hop, invite_parties, uas_dialog
+
+INVITE = (
+    "INVITE sip:4008001234@10.0.0.5:5070 SIP/2.0\r\n"
+    "Record-Route: <sip:10.0.0.1:5060;lr;ftag=abc>\r\n"
+    "Record-Route: <sip:192.0.2.9;lr>\r\n"
+    "Via: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bK1\r\n"
+    'f: "Zhang San" <sip:013800138000@trunk.example.com>;tag=abc\r\n'
+    "t: <sip:4008001234@trunk.example.com>\r\n"
+    "i: 7f3a@trunk\r\n"
+    "m: <sip:013800138000@192.0.2.9:5060;transport=udp>\r\n"
+    "\r\n"
+    "v=0\r\n"
+)
+OK = "SIP/2.0 200 OK\r\nTo: <sip:4008001234@trunk.example.com>;tag=ours1\r\n\r\n"
+
+
+def test_the_caller_is_read_from_p_asserted_identity_first_then_from() -> None:
+    parties = invite_parties(INVITE)
+    assert (parties.caller_user, parties.caller_host, parties.called) == (
+        "013800138000",
+        "trunk.example.com",
+        "4008001234",
+    )
+    asserted = INVITE.replace("i: 7f3a", "P-Asserted-Identity: <tel:+8613911112222>\r\ni: 7f3a")
+    assert invite_parties(asserted).caller_user == "+8613911112222"
+
+
+def test_phone_numbers_are_shown_in_e164_and_extensions_as_dialed() -> None:
+    assert display_number("013800138000", "CN") == "+8613800138000"
+    assert display_number("1000", "CN") == "1000"
+    assert display_number("alice", "CN") == "alice"
+
+
+def test_the_dialog_of_an_answered_call_gives_a_bye_through_the_front() -> None:
+    dialog = uas_dialog(INVITE, OK)
+    assert dialog is not None
+    assert dialog.target == "sip:013800138000@192.0.2.9:5060;transport=udp"
+    assert dialog.routes == ("<sip:10.0.0.1:5060;lr;ftag=abc>", "<sip:192.0.2.9;lr>")
+    request, destination = bye_request(dialog, ("10.0.0.5", 4000), "b1", 1_000_000_000)
+    text = request.decode()
+    assert text.startswith("BYE sip:013800138000@192.0.2.9:5060;transport=udp SIP/2.0\r\n")
+    assert "From: <sip:4008001234@trunk.example.com>;tag=ours1\r\n" in text
+    assert 'To: "Zhang San" <sip:013800138000@trunk.example.com>;tag=abc\r\n' in text
+    assert text.index("Route: <sip:10.0.0.1") < text.index("Route: <sip:192.0.2.9")
+    assert destination == ("10.0.0.1", 5060)
+    assert hop("<sip:[2001:db8::1]:5080;lr>") == ("2001:db8::1", 5080)
+    assert uas_dialog(INVITE, "SIP/2.0 200 OK\r\nTo: <sip:x@y>\r\n\r\n") is None  # no To-tag: no dialog
+
+
+def test_the_dispatcher_list_carries_each_workers_cap_and_spare_slots_are_disabled() -> None:
+    text = dispatcher_list(
+        [
+            Destination("sip:127.0.0.1:5070", "w0", 4),
+            Destination("sip:127.0.0.1:5071", "w1", 4, enabled=False),
+        ]
+    )
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert lines == [
+        "1 sip:127.0.0.1:5070 0 0 duid=w0;maxload=4",
+        "1 sip:127.0.0.1:5071 4 0 duid=w1;maxload=4",
+    ]
+
+
+def test_callers_are_identified_by_number_sip_user_or_as_anonymous() -> None:
+    phone = caller_identity("13800138000", "x", "c1", "CN")
+    assert (phone.kind.value, phone.value) == ("phone", "+8613800138000")
+    sip_user = caller_identity("alice", "pbx.example.com", "c1", "CN")
+    assert (sip_user.kind.value, sip_user.value) == ("crm_id", "sip:alice@pbx.example.com")
+    anonymous = caller_identity("Anonymous", "anonymous.invalid", "c1", "CN")
+    assert anonymous.value == "anonymous-call:c1"
+    assert call_ref("x" * 300).startswith("sha1-") and call_ref("abc@host") == "abc@host"
+
+
+def test_numbers_reach_their_handler_and_others_none() -> None:
+    async def handler(call: Call) -> None:
+        return None
+
+    router = StaticRouter({"1000": handler})
+    assert router.route("1000") is handler
+    assert router.route("+1000") is handler
+    assert router.route("1001") is None
+
+
+def test_causes_and_states_are_plain_strings_on_the_wire() -> None:
+    assert (
+        HangupCause("node_lost") is HangupCause.node_lost and str(HangupCause.agent_hangup) == "agent_hangup"
+    )
+    assert CallState.answered == "answered"
