@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from agent_desktop import DESKTOP, Desktop, DesktopSockets
+from agent_desktop.http import api as agent_desktop_api
 from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER
 from core.audit import AuditLog
 from core.auth import UserService
@@ -48,6 +50,7 @@ log = get_logger(__name__)
 DATABASE = web.AppKey("database", Database)
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", EventBus)
+SOCKETS = web.AppKey("sockets", DesktopSockets)
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -65,9 +68,13 @@ def build_app(settings: Settings) -> web.Application:
         tickets_api,
         ivr_flows_api,
         telephony_api,
+        agent_desktop_api,
         channels_api,
     ]
     app.cleanup_ctx.append(_services)
+    # Socket.IO routes must exist before the app starts; one Redis channel per database (tenant).
+    app[SOCKETS] = DesktopSockets(redis_url=settings.redis_url, channel=f"huiliu-socketio:{settings.db_name}")
+    app[SOCKETS].attach(app)
     for api in app[APIS]:
         api.mount(app)
     mount_core_routes(app)
@@ -104,6 +111,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[TELEPHONY_STORE] = TelephonyStore(db)
     app[CALL_CONTROL] = CallControl(app[TELEPHONY_STORE], redis)
     app[FLOWS] = create_flow_service(db, bus)
+    app[DESKTOP] = Desktop.create(db, app[OMNICHANNEL], app[TICKETS], users, app[SOCKETS])
+    app[SOCKETS].bind(users.resolve, app[DESKTOP].acd)
     prepared = asyncio.Event()
 
     async def schema_ready() -> None:
@@ -115,7 +124,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         _prepare_until_ready(db, users, settings, prepared), name="prepare-database"
     )
     await bus.start()
+    await app[SOCKETS].start()
+    await app[DESKTOP].acd.start()
     yield
+    await app[DESKTOP].acd.stop()
+    await app[SOCKETS].stop()
     preparing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await preparing

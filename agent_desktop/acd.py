@@ -1,0 +1,680 @@
+"""The ACD: contacts wait in queues, the router offers each to one agent (or, ring-all, to every eligible
+agent at once), offers time out, contacts overflow after the queue's max wait.
+
+Every web node runs the same loop (``start``): expire offers, end timed wrap-ups, overflow, then route the
+waiting contacts. Nodes never coordinate in memory; each step is a guarded ``find_one_and_update`` in
+MongoDB, so two nodes routing at once cannot offer one contact to two agents, nor one agent two contacts:
+
+1. contact ``waiting → routing`` (tagged with this attempt's token) — one node routes a contact at a time;
+2. agent ``offer: None → contact`` under the eligibility guard — an agent holds at most one offer;
+3. contact ``routing(token) → offered`` — then the screen-pop goes to the agent's socket room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent_desktop.agents import AgentService
+from agent_desktop.models import (
+    PRIORITY_RANK,
+    Agent,
+    AgentState,
+    Contact,
+    ContactKind,
+    ContactStatus,
+    NewContact,
+    Position,
+    Presence,
+    QueueBoard,
+    QueueConfig,
+    ScreenPop,
+    Strategy,
+    Wallboard,
+    WrapUp,
+)
+from agent_desktop.routing import claim_filter, eligible, ordering, required_skills
+from agent_desktop.screenpop import ScreenPopBuilder
+from agent_desktop.store import AcdStore, agent_from_doc, contact_oid
+from core.auth import Role, User
+from core.db import utcnow
+from core.errors import Conflict, Forbidden, NotFound
+from core.log import get_logger
+from ivr_flows import CallbackRequest, QueueRequest
+from ivr_flows.models import QueueOutcome
+from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent, Omnichannel
+
+log = get_logger(__name__)
+
+ROUTING_LEASE = dt.timedelta(seconds=5)  # a node that died mid-routing gives the contact back after this
+DEFAULT_HANDLE_SECONDS = 180.0
+_LIVE = (ContactStatus.waiting, ContactStatus.routing, ContactStatus.offered)
+
+
+@dataclass(frozen=True)
+class _Offer:
+    contact: Contact
+    agents: list[str]
+    decided_at: float
+
+
+class DesktopNotifier(Protocol):
+    """Where offers and state changes go: the Socket.IO rooms (``socket.py``) or a recording fake."""
+
+    async def offer(self, agent_id: str, pop: ScreenPop) -> None: ...
+
+    async def offer_withdrawn(self, agent_id: str, contact_id: str, reason: str) -> None: ...
+
+    async def agent_changed(self, agent: Agent) -> None: ...
+
+    async def contact_changed(self, contact: Contact) -> None: ...
+
+
+class RecordingNotifier:
+    """A working notifier in memory, for unit tests and benchmarks without sockets."""
+
+    def __init__(self) -> None:
+        self.offers: list[tuple[str, ScreenPop]] = []
+        self.withdrawn: list[tuple[str, str, str]] = []
+        self.agents: list[Agent] = []
+        self.contacts: list[Contact] = []
+
+    async def offer(self, agent_id: str, pop: ScreenPop) -> None:
+        self.offers.append((agent_id, pop))
+
+    async def offer_withdrawn(self, agent_id: str, contact_id: str, reason: str) -> None:
+        self.withdrawn.append((agent_id, contact_id, reason))
+
+    async def agent_changed(self, agent: Agent) -> None:
+        self.agents.append(agent)
+
+    async def contact_changed(self, contact: Contact) -> None:
+        self.contacts.append(contact)
+
+
+class Acd:
+    def __init__(
+        self,
+        store: AcdStore,
+        agents: AgentService,
+        screenpop: ScreenPopBuilder,
+        notifier: DesktopNotifier,
+        omni: Omnichannel,
+        *,
+        tick_seconds: float = 0.25,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.screenpop = screenpop
+        self.notifier = notifier
+        self.omni = omni
+        self.tick_seconds = tick_seconds
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._stopping = False
+        self._loop = asyncio.create_task(self._run(), name="acd-router")
+
+    async def stop(self) -> None:
+        # The flag, not only the cancel: on Python 3.11 a cancel that lands as asyncio.timeout expires can
+        # surface as TimeoutError, be suppressed below, and leave the loop running.
+        self._stopping = True
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+
+    def wake(self) -> None:
+        """Route soon (a contact arrived, an agent became free) instead of at the next tick."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                await self.tick()
+            except Exception as exc:  # a MongoDB hiccup must not stop routing for good
+                log.warning("acd.tick_failed", error=repr(exc))
+
+    async def tick(self) -> None:
+        """One pass: expire offers, end wrap-ups, overflow and release stale routing, then route."""
+        await self.expire_offers()
+        await self.agents.end_wrap_ups()
+        await self.overflow()
+        await self.route_waiting()
+
+    # ------------------------------------------------------------------------------------- contacts
+
+    async def add(self, new: NewContact) -> Contact:
+        """Queue a contact (idempotent per ``external_ref``); routing starts at once."""
+        queue = await self.store.queue(new.queue)
+        contact = await self.store.add_contact(new, dict(queue.skills))
+        await self.notifier.contact_changed(contact)
+        self.wake()
+        return contact
+
+    async def withdraw(self, contact_id: str, reason: str) -> Contact | None:
+        """Take a contact that is not yet connected out of its queue (caller hung up, overflow)."""
+        oid = contact_oid(contact_id)
+        for status in _LIVE:
+            contact = await self.store.update_contact(
+                {"_id": oid, "status": status.value},
+                {
+                    "$set": {
+                        "status": ContactStatus.withdrawn.value,
+                        "ended_at": utcnow(),
+                        "withdrawn": reason,
+                    }
+                },
+            )
+            if contact is not None:
+                for agent_id in contact.offered_to:
+                    await self._release_agent(agent_id, contact.id, reason)
+                await self.notifier.contact_changed(contact)
+                return contact
+        return None
+
+    async def route_waiting(self) -> int:
+        """Offer waiting contacts, the most urgent first; returns how many were offered."""
+        waiting = await self.store.contacts_with_status(ContactStatus.waiting)
+        if not waiting:
+            return 0
+        queues = {queue.id: queue for queue in await self.store.all_queues()}
+        waiting = [contact for contact in waiting if contact.queue in queues]
+        waiting.sort(
+            key=lambda c: (-queues[c.queue].priority, -PRIORITY_RANK[c.priority], c.queue_entered_at)
+        )
+        pools: dict[str, list[str]] = {}
+        deliveries: list[asyncio.Task[None]] = []
+        for contact in waiting:
+            offer = await self.route(contact, queues[contact.queue], pools)
+            if offer is not None:
+                # The screen-pop is built and sent while the next contact is being routed.
+                deliveries.append(asyncio.create_task(self._deliver(offer), name=f"offer-{offer.contact.id}"))
+        await asyncio.gather(*deliveries)
+        return len(deliveries)
+
+    async def route(
+        self, contact: Contact, queue: QueueConfig, pools: dict[str, list[str]] | None = None
+    ) -> _Offer | None:
+        """Reserve an agent (ring-all: every eligible agent) for ``contact``; None when another node has it
+        or no agent is free. The caller delivers the offer.
+
+        ``pools`` caches, for one routing pass, the ordered eligible agents per queue and contact kind: one
+        query per pass instead of one per contact (SecantusDB sorts in Python, 1,000 agents take ~50 ms).
+        A stale entry only costs a failed claim, because the claim re-checks the guard."""
+        token = uuid.uuid4().hex
+        oid = contact_oid(contact.id)
+        claimed = await self.store.update_contact(
+            {"_id": oid, "status": ContactStatus.waiting.value},
+            {
+                "$set": {
+                    "status": ContactStatus.routing.value,
+                    "routing_by": token,
+                    "routing_until": utcnow() + ROUTING_LEASE,
+                }
+            },
+        )
+        if claimed is None:
+            return None
+        offered: list[str] = []
+        try:
+            skills = required_skills(queue, claimed)
+            guard = eligible(claimed, skills)
+            pool = await self._pool(claimed, queue, guard, skills, {} if pools is None else pools)
+            allowed = [agent_id for agent_id in pool if agent_id not in claimed.declined_by]
+            for agent_id in await self._candidates(claimed, queue, allowed):
+                if agent_id in pool:  # claimed now or gone: either way not free for this pass
+                    pool.remove(agent_id)
+                agent = await self.store.update_agent(
+                    claim_filter(agent_id, guard),
+                    {"$set": {"offer": claimed.id, "offer_at": utcnow()}},
+                )
+                if agent is not None:
+                    offered.append(agent_id)
+                    if queue.strategy is not Strategy.ring_all:
+                        break
+            if not offered:
+                return None
+            decided_at = time.time()
+            expires = utcnow() + dt.timedelta(seconds=queue.offer_timeout_seconds)
+            contact_now = await self.store.update_contact(
+                {"_id": oid, "status": ContactStatus.routing.value, "routing_by": token},
+                {
+                    "$set": {
+                        "status": ContactStatus.offered.value,
+                        "offered_to": offered,
+                        "offer_expires_at": expires,
+                    },
+                    "$unset": {"routing_by": "", "routing_until": ""},
+                },
+            )
+            if contact_now is None:  # our lease ran out and the sweep gave it back: undo our claims
+                for agent_id in offered:
+                    await self._release_agent(agent_id, claimed.id, "lease_lost", notify=False)
+                offered = []
+                return None
+        finally:
+            if not offered:
+                await self.store.update_contact(
+                    {"_id": oid, "status": ContactStatus.routing.value, "routing_by": token},
+                    {
+                        "$set": {"status": ContactStatus.waiting.value},
+                        "$unset": {"routing_by": "", "routing_until": ""},
+                    },
+                )
+        return _Offer(contact_now, offered, decided_at)
+
+    async def _deliver(self, offer: _Offer) -> None:
+        pop = await self.screenpop.build(offer.contact, offer.decided_at)
+        await asyncio.gather(*(self.notifier.offer(agent_id, pop) for agent_id in offer.agents))
+        await self.notifier.contact_changed(offer.contact)
+
+    async def _pool(
+        self,
+        contact: Contact,
+        queue: QueueConfig,
+        guard: dict[str, object],
+        skills: dict[str, int],
+        pools: dict[str, list[str]],
+    ) -> list[str]:
+        key = f"{queue.id}|{contact.kind.value}|{sorted(skills.items())}"
+        if key not in pools:
+            shared = {field: value for field, value in guard.items() if field != "_id"}
+            docs = await self.store.candidates(shared, ordering(queue.strategy, skills))
+            pools[key] = [str(doc["_id"]) for doc in docs]
+        return pools[key]
+
+    async def _candidates(self, contact: Contact, queue: QueueConfig, ids: list[str]) -> list[str]:
+        if queue.strategy is not Strategy.sticky:
+            return ids
+        since = utcnow() - dt.timedelta(hours=queue.sticky_lookback_hours)
+        last = await self.store.last_served_by(contact.customer_id, since)
+        if last is None:
+            return ids
+        waited = (utcnow() - contact.queue_entered_at).total_seconds()
+        if waited < queue.sticky_seconds:
+            last_doc = await self.store.agents_where({"_id": last})
+            if last_doc and last_doc[0]["presence"] != Presence.offline.value:
+                return [last] if last in ids else []  # keep it for them until sticky_seconds pass
+        return [last, *(agent_id for agent_id in ids if agent_id != last)] if last in ids else ids
+
+    # --------------------------------------------------------------------------------------- offers
+
+    async def accept(self, user: User, contact_id: str) -> Contact:
+        oid = contact_oid(contact_id)
+        before = await self.store.contact(contact_id)
+        contact = await self.store.update_contact(
+            {"_id": oid, "status": ContactStatus.offered.value, "offered_to": user.id},
+            {
+                "$set": {
+                    "status": ContactStatus.connected.value,
+                    "agent_id": user.id,
+                    "connected_at": utcnow(),
+                    "offered_to": [user.id],
+                }
+            },
+        )
+        if contact is None:
+            raise Conflict("this offer is no longer yours", code="offer_gone")
+        for other in before.offered_to:
+            if other != user.id:
+                await self._release_agent(other, contact.id, "taken")
+        agent_doc = await self.store.agent_doc(user.id)
+        if contact.kind is ContactKind.call:
+            update: dict[str, object] = {
+                "$set": {
+                    "offer": None,
+                    "call": contact.id,
+                    "chats_blocked": agent_doc.get("call_blocks_chats", True),
+                }
+            }
+        else:
+            update = {"$set": {"offer": None}, "$push": {"chats": contact.id}, "$inc": {"chat_slots": -1}}
+        doc = await self.store.update_agent({"_id": user.id, "offer": contact.id}, update)
+        if doc is not None:
+            await self.notifier.agent_changed(agent_from_doc(doc))
+        await self._timeline(contact, "contact.connected", user, {"queue": contact.queue})
+        await self.notifier.contact_changed(contact)
+        return contact
+
+    async def decline(self, user: User, contact_id: str) -> Contact:
+        oid = contact_oid(contact_id)
+        contact = await self.store.update_contact(
+            {"_id": oid, "status": ContactStatus.offered.value, "offered_to": user.id},
+            {"$pull": {"offered_to": user.id}, "$addToSet": {"declined_by": user.id}},
+        )
+        if contact is None:
+            raise Conflict("this offer is no longer yours", code="offer_gone")
+        await self._release_agent(user.id, contact.id, "declined", notify=False)
+        if not contact.offered_to:
+            back = await self.store.update_contact(
+                {"_id": oid, "status": ContactStatus.offered.value, "offered_to": {"$size": 0}},
+                {"$set": {"status": ContactStatus.waiting.value, "offer_expires_at": None}},
+            )
+            contact = back or contact
+        self.wake()
+        return contact
+
+    async def expire_offers(self) -> None:
+        """Offers nobody answered: the agents go not-ready, the contact goes back to be routed again."""
+        now = utcnow()
+        for contact in await self.store.contacts_with_status(ContactStatus.offered):
+            if contact.offer_expires_at is None or contact.offer_expires_at > now:
+                continue
+            back = await self.store.update_contact(
+                {
+                    "_id": contact_oid(contact.id),
+                    "status": ContactStatus.offered.value,
+                    "offer_expires_at": contact.offer_expires_at,
+                },
+                {"$set": {"status": ContactStatus.waiting.value, "offered_to": [], "offer_expires_at": None}},
+            )
+            if back is None:
+                continue
+            for agent_id in contact.offered_to:
+                await self.agents.not_ready(agent_id, contact.id)
+                await self.notifier.offer_withdrawn(agent_id, contact.id, "timeout")
+            self.wake()
+
+    async def _release_agent(
+        self, agent_id: str, contact_id: str, reason: str, *, notify: bool = True
+    ) -> None:
+        doc = await self.store.update_agent({"_id": agent_id, "offer": contact_id}, {"$set": {"offer": None}})
+        if notify and doc is not None:
+            await self.notifier.offer_withdrawn(agent_id, contact_id, reason)
+
+    # --------------------------------------------------------------------------------- after connect
+
+    async def end(self, user: User, contact_id: str) -> Contact:
+        """The call hung up or the chat closed: the agent enters timed wrap-up (calls) or frees a slot."""
+        contact = await self.store.contact(contact_id)
+        if contact.agent_id != user.id and not user.allows(Role.supervisor):
+            raise Forbidden("this contact is not yours", code="not_your_contact")
+        ended = await self.store.update_contact(
+            {"_id": contact_oid(contact_id), "status": ContactStatus.connected.value},
+            {"$set": {"status": ContactStatus.ended.value, "ended_at": utcnow()}},
+        )
+        if ended is None:
+            raise Conflict(f"contact is {contact.status.value}, not connected", code="not_connected")
+        await self._free_agent(ended)
+        await self.notifier.contact_changed(ended)
+        return ended
+
+    async def _free_agent(self, contact: Contact) -> None:
+        assert contact.agent_id is not None
+        queue = await self.store.queue(contact.queue)
+        now = utcnow()
+        if contact.kind is ContactKind.call:
+            sets: dict[str, object] = {"call": None, "chats_blocked": False}
+            if queue.wrap_up_seconds > 0:
+                sets |= {
+                    "presence": Presence.wrap_up.value,
+                    "since": now,
+                    "wrap_up_until": now + dt.timedelta(seconds=queue.wrap_up_seconds),
+                }
+            else:
+                sets["idle_since"] = now
+            update: dict[str, object] = {"$set": sets}
+            guard: dict[str, object] = {"_id": contact.agent_id, "call": contact.id}
+        else:
+            update = {"$pull": {"chats": contact.id}, "$inc": {"chat_slots": 1}, "$set": {"idle_since": now}}
+            guard = {"_id": contact.agent_id, "chats": contact.id}
+        doc = await self.store.update_agent(guard, update)
+        if doc is not None:
+            await self.notifier.agent_changed(agent_from_doc(doc))
+        self.wake()
+
+    async def wrap_up(self, user: User, contact_id: str, wrap: WrapUp) -> Contact:
+        """Record wrap-up codes (ending the contact if still connected); the agent is available again."""
+        contact = await self.store.contact(contact_id)
+        if contact.agent_id != user.id:
+            raise Forbidden("this contact is not yours", code="not_your_contact")
+        if contact.status is ContactStatus.connected:
+            contact = await self.end(user, contact_id)
+        updated = await self.store.update_contact(
+            {"_id": contact_oid(contact_id), "status": ContactStatus.ended.value},
+            {"$set": {"wrap_up_codes": wrap.codes, "wrap_up_note": wrap.note}},
+        )
+        if updated is None:
+            raise Conflict(f"contact is {contact.status.value}", code="not_ended")
+        await self._timeline(updated, "contact.wrapped_up", user, {"codes": wrap.codes, "note": wrap.note})
+        now = utcnow()
+        doc = await self.store.update_agent(
+            {"_id": user.id, "presence": Presence.wrap_up.value},
+            {
+                "$set": {
+                    "presence": Presence.available.value,
+                    "since": now,
+                    "idle_since": now,
+                    "wrap_up_until": None,
+                }
+            },
+        )
+        if doc is not None:
+            await self.notifier.agent_changed(agent_from_doc(doc))
+        self.wake()
+        return updated
+
+    async def _timeline(self, contact: Contact, kind: str, user: User, body: dict[str, object]) -> None:
+        channel = Channel.voice if contact.kind is ContactKind.call else Channel.webchat
+        await self.omni.timeline.append(
+            contact.customer_id,
+            NewEvent(
+                kind=kind,
+                channel=channel,
+                conversation_id=contact.conversation_id,
+                body={"contact_id": contact.id, **body},
+                idempotency_key=f"acd:{contact.id}:{kind}",
+            ),
+            Actor(type="agent", id=user.id, name=user.display_name),
+        )
+
+    # ------------------------------------------------------------------------------------- overflow
+
+    async def overflow(self) -> None:
+        """Contacts past their queue's max wait move on; stale routing leases are given back."""
+        now = utcnow()
+        queues = {queue.id: queue for queue in await self.store.all_queues()}
+        for contact in await self.store.contacts_with_status(ContactStatus.waiting, ContactStatus.routing):
+            oid = contact_oid(contact.id)
+            if contact.status is ContactStatus.routing:
+                await self.store.update_contact(
+                    {"_id": oid, "status": ContactStatus.routing.value, "routing_until": {"$lt": now}},
+                    {"$set": {"status": ContactStatus.waiting.value}, "$unset": {"routing_by": ""}},
+                )
+                continue
+            queue = queues.get(contact.queue)
+            if queue is None or queue.overflow is None:
+                continue
+            if (now - contact.queue_entered_at).total_seconds() < queue.max_wait_seconds:
+                continue
+            guard = {"_id": oid, "status": ContactStatus.waiting.value, "queue": contact.queue}
+            target = queues.get(queue.overflow.queue or "")
+            if queue.overflow.to == "queue" and target is not None:
+                moved = await self.store.update_contact(
+                    guard,
+                    {
+                        "$set": {"queue": target.id, "queue_entered_at": now, "skills": dict(target.skills)},
+                        "$push": {"overflowed_from": contact.queue},
+                    },
+                )
+            else:
+                moved = await self.store.update_contact(
+                    guard,
+                    {
+                        "$set": {
+                            "status": ContactStatus.overflowed.value,
+                            "overflow": queue.overflow.to,
+                            "ended_at": now,
+                        }
+                    },
+                )
+            if moved is not None:
+                log.info("acd.overflowed", contact=contact.id, to=queue.overflow.to, queue=moved.queue)
+                await self.notifier.contact_changed(moved)
+
+    # ----------------------------------------------------------------------------------- read models
+
+    async def position(self, contact_id: str) -> Position:
+        """Place in line (1 = next) and the expected wait from recent handle times and staffed agents."""
+        contact = await self.store.contact(contact_id)
+        if contact.status not in _LIVE:
+            return Position(
+                contact_id=contact.id,
+                queue=contact.queue,
+                status=contact.status,
+                position=None,
+                expected_wait_seconds=None,
+            )
+        rank = PRIORITY_RANK[contact.priority]
+        ahead = sum(
+            1
+            for other in await self.store.contacts_with_status(ContactStatus.waiting, ContactStatus.routing)
+            if other.queue == contact.queue
+            and other.id != contact.id
+            and (PRIORITY_RANK[other.priority], -other.queue_entered_at.timestamp())
+            > (rank, -contact.queue_entered_at.timestamp())
+        )
+        queue = await self.store.queue(contact.queue)
+        staffed = len(await self.store.agents_where(_staffed_filter(queue)))
+        handled = await self.store.recent_handle_seconds(queue.id)
+        handle = sum(handled) / len(handled) if handled else DEFAULT_HANDLE_SECONDS
+        position = ahead + 1
+        expected = (
+            0.0 if contact.status is ContactStatus.offered else math.ceil(position / max(staffed, 1)) * handle
+        )
+        return Position(
+            contact_id=contact.id,
+            queue=contact.queue,
+            status=contact.status,
+            position=position,
+            expected_wait_seconds=expected,
+        )
+
+    async def wallboard(self) -> Wallboard:
+        now = utcnow()
+        live = await self.store.contacts_with_status(*_LIVE, ContactStatus.connected)
+        boards = []
+        for queue in await self.store.all_queues():
+            mine = [contact for contact in live if contact.queue == queue.id]
+            waiting = [c for c in mine if c.status in (ContactStatus.waiting, ContactStatus.routing)]
+            boards.append(
+                QueueBoard(
+                    queue=queue.id,
+                    name=queue.name or queue.id,
+                    waiting=len(waiting),
+                    offered=sum(1 for c in mine if c.status is ContactStatus.offered),
+                    connected=sum(1 for c in mine if c.status is ContactStatus.connected),
+                    longest_wait_seconds=max(
+                        ((now - c.queue_entered_at).total_seconds() for c in waiting), default=0.0
+                    ),
+                )
+            )
+        agents = await self.store.all_agents()
+        by_state = {state.value: 0 for state in AgentState}
+        for agent in agents:
+            by_state[agent.state.value] += 1
+        return Wallboard(at=now, queues=boards, agents_by_state=by_state, agents=agents)
+
+    async def queues_of(self, user_id: str) -> list[str]:
+        """The queues an agent's skills qualify them for (their Socket.IO rooms)."""
+        doc = await self.store.agent_doc(user_id)
+        skills: dict[str, int] = doc.get("skills", {})
+        return [
+            queue.id
+            for queue in await self.store.all_queues()
+            if all(skills.get(skill, 0) >= level for skill, level in queue.skills.items())
+        ]
+
+
+def _staffed_filter(queue: QueueConfig) -> dict[str, object]:
+    query: dict[str, object] = {"presence": {"$ne": Presence.offline.value}}
+    for skill, level in queue.skills.items():
+        query[f"skills.{skill}"] = {"$gte": level}
+    return query
+
+
+class AcdQueueGateway:
+    """``ivr_flows.QueueGateway`` on the ACD: the IVR queues the call with its context for the screen-pop."""
+
+    def __init__(self, acd: Acd, omni: Omnichannel, *, poll_seconds: float = 0.1) -> None:
+        self.acd = acd
+        self.omni = omni
+        self.poll_seconds = poll_seconds
+
+    async def enqueue(self, request: QueueRequest) -> None:
+        customer, _ = await self.omni.customers.resolve(
+            [Identity(kind=IdentityKind.phone, value=request.caller)]
+        )
+        conversation, _ = await self.omni.conversations.open(
+            customer.id, NewConversation(channel=Channel.voice, external_ref=request.call_id)
+        )
+        await self.acd.add(
+            NewContact(
+                queue=request.queue,
+                kind=ContactKind.call,
+                customer_id=customer.id,
+                conversation_id=conversation.id,
+                external_ref=request.call_id,
+                priority=request.priority,
+                skills={skill: 1 for skill in request.skills},
+                context=request.context.model_dump(mode="json"),
+            )
+        )
+
+    async def wait(self, call_id: str, max_wait: float) -> QueueOutcome:
+        contact = await self.acd.store.contact_by_ref(call_id)
+        if contact is None:
+            return "unavailable"
+        queue = await self.acd.store.queue(contact.queue)
+        if not await self.acd.store.agents_where(_staffed_filter(queue)):
+            return "unavailable"
+        deadline = asyncio.get_running_loop().time() + max_wait
+        while True:
+            contact = await self.acd.store.contact(contact.id)
+            if contact.status in (ContactStatus.connected, ContactStatus.ended):
+                return "connected"
+            if contact.status in (ContactStatus.overflowed, ContactStatus.withdrawn):
+                return "timeout"
+            if asyncio.get_running_loop().time() >= deadline:
+                return "timeout"
+            await asyncio.sleep(self.poll_seconds)
+
+    async def withdraw(self, call_id: str, reason: str) -> None:
+        contact = await self.acd.store.contact_by_ref(call_id)
+        if contact is not None:
+            await self.acd.withdraw(contact.id, reason)
+
+    async def request_callback(self, request: CallbackRequest) -> None:
+        """A callback marker: an overflowed contact of ``request.queue`` with ``overflow="callback"``."""
+        contact = await self.acd.store.contact_by_ref(request.call_id)
+        if contact is None:
+            raise NotFound(f"call {request.call_id!r} was never queued", code="contact_not_found")
+        await self.acd.store.update_contact(
+            {"_id": contact_oid(contact.id)},
+            {
+                "$set": {
+                    "status": ContactStatus.overflowed.value,
+                    "overflow": "callback",
+                    "callback_number": request.number,
+                }
+            },
+        )

@@ -1,0 +1,236 @@
+"""Typed domain of the ACD: queues, agents and their states, contacts waiting for an agent, offers, the
+screen-pop and the wallboard. Plain data, no I/O; every model serialises with ``model_dump(mode="json")``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from omnichannel import Customer, TimelineEvent
+from tickets import Ticket
+
+QUEUE_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+SKILL_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+
+
+class AgentState(enum.StrEnum):
+    """What the wallboard shows; derived from ``presence`` plus the agent's current call and chats."""
+
+    offline = "offline"
+    available = "available"
+    on_call = "on_call"
+    in_chat = "in_chat"
+    wrap_up = "wrap_up"
+    break_ = "break"
+
+
+class Presence(enum.StrEnum):
+    """What the agent (or the ACD, for wrap-up and a missed offer) chose."""
+
+    offline = "offline"
+    available = "available"
+    wrap_up = "wrap_up"
+    break_ = "break"
+
+
+class Strategy(enum.StrEnum):
+    longest_idle = "longest_idle"
+    skills_best_level = "skills_best_level"
+    sticky = "sticky"
+    ring_all = "ring_all"
+
+
+class ContactKind(enum.StrEnum):
+    call = "call"
+    chat = "chat"
+
+
+class ContactStatus(enum.StrEnum):
+    waiting = "waiting"
+    routing = "routing"  # one node is choosing an agent for it right now
+    offered = "offered"
+    connected = "connected"
+    ended = "ended"
+    overflowed = "overflowed"  # left to voicemail or a callback
+    withdrawn = "withdrawn"
+
+
+PRIORITY_RANK = {"low": 1, "normal": 2, "high": 3, "urgent": 4}
+ContactPriority = Literal["low", "normal", "high", "urgent"]
+
+
+class Overflow(BaseModel):
+    """Where a contact goes once it waited ``QueueConfig.max_wait_seconds``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    to: Literal["queue", "voicemail", "callback"]
+    queue: str | None = Field(default=None, pattern=QUEUE_ID_PATTERN, description="For to=queue")
+
+
+class QueueConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=QUEUE_ID_PATTERN)
+    name: str = Field(default="", max_length=128)
+    skills: dict[str, int] = Field(
+        default_factory=dict, description="Skill → minimum level (1–5) an agent needs for this queue"
+    )
+    strategy: Strategy = Strategy.longest_idle
+    priority: int = Field(default=0, ge=0, le=100, description="Higher queues are served first")
+    max_wait_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    overflow: Overflow | None = None
+    sticky_seconds: float = Field(
+        default=30.0, ge=0, le=3600, description="How long a contact waits for its last agent (sticky)"
+    )
+    sticky_lookback_hours: float = Field(default=72.0, gt=0, le=24 * 90)
+    offer_timeout_seconds: float = Field(default=15.0, ge=0.2, le=300)
+    wrap_up_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+    def model_post_init(self, __context: Any) -> None:
+        for skill, level in self.skills.items():
+            if not 1 <= level <= 5:
+                raise ValueError(f"skill {skill!r}: level must be 1..5")
+
+
+class QueuePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, max_length=128)
+    skills: dict[str, int] | None = None
+    strategy: Strategy | None = None
+    priority: int | None = Field(default=None, ge=0, le=100)
+    max_wait_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    overflow: Overflow | None = None
+    sticky_seconds: float | None = Field(default=None, ge=0, le=3600)
+    offer_timeout_seconds: float | None = Field(default=None, ge=0.2, le=300)
+    wrap_up_seconds: float | None = Field(default=None, ge=0, le=3600)
+
+
+class AgentSkills(BaseModel):
+    """What an admin sets for an agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    skills: dict[str, int] = Field(default_factory=dict, description="Skill → level 1–5")
+    max_chats: int = Field(default=3, ge=0, le=20)
+    call_blocks_chats: bool = True
+
+    def model_post_init(self, __context: Any) -> None:
+        for skill, level in self.skills.items():
+            if not 1 <= level <= 5:
+                raise ValueError(f"skill {skill!r}: level must be 1..5")
+
+
+class Agent(BaseModel):
+    user_id: str
+    username: str
+    display_name: str
+    state: AgentState
+    presence: Presence
+    reason: str | None = None
+    since: dt.datetime
+    idle_since: dt.datetime
+    skills: dict[str, int]
+    max_chats: int
+    call_blocks_chats: bool
+    call: str | None = None
+    chats: list[str] = []
+    offer: str | None = None
+    wrap_up_until: dt.datetime | None = None
+
+
+StateName = Literal["available", "break", "offline"]
+
+
+class StateChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: StateName
+    reason: str | None = Field(default=None, max_length=64, description="Break reason code")
+
+
+class NewContact(BaseModel):
+    """A customer waiting for an agent (a queued call or a chat handed off by the bot)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queue: str = Field(pattern=QUEUE_ID_PATTERN)
+    kind: ContactKind
+    customer_id: str
+    conversation_id: str | None = None
+    external_ref: str | None = Field(default=None, description="The call id for calls")
+    priority: ContactPriority = "normal"
+    skills: dict[str, int] = Field(default_factory=dict, description="Extra skills on top of the queue's")
+    context: dict[str, Any] = Field(default_factory=dict, description="IVR context: path, variables…")
+
+
+class Contact(BaseModel):
+    id: str
+    queue: str
+    kind: ContactKind
+    status: ContactStatus
+    customer_id: str
+    conversation_id: str | None
+    external_ref: str | None
+    priority: ContactPriority
+    skills: dict[str, int]
+    context: dict[str, Any]
+    enqueued_at: dt.datetime
+    queue_entered_at: dt.datetime
+    offered_to: list[str] = []
+    offer_expires_at: dt.datetime | None = None
+    declined_by: list[str] = []
+    agent_id: str | None = None
+    connected_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    overflow: str | None = None
+    wrap_up_codes: list[str] = []
+
+
+class Position(BaseModel):
+    contact_id: str
+    queue: str
+    status: ContactStatus
+    position: int | None = Field(description="1 = next; null once it left the queue")
+    expected_wait_seconds: float | None
+
+
+class WrapUp(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    codes: list[str] = Field(min_length=1, max_length=10)
+    note: str = Field(default="", max_length=2000)
+
+
+class ScreenPop(BaseModel):
+    """The one payload an agent gets with an offer: everything needed before saying hello."""
+
+    contact: Contact
+    customer: Customer
+    history: list[TimelineEvent] = Field(description="Last N events of every channel, newest first")
+    open_tickets: list[Ticket]
+    ivr: dict[str, Any] = Field(description="path, variables, intents, ticket from the IVR (calls)")
+    transcript: list[TimelineEvent] = Field(description="transcript.final of this conversation, oldest first")
+    bot_summary: str | None
+    offer_expires_at: dt.datetime | None
+    decided_at: float = Field(description="Unix time of the routing decision (latency measurement)")
+
+
+class QueueBoard(BaseModel):
+    queue: str
+    name: str
+    waiting: int
+    offered: int
+    connected: int
+    longest_wait_seconds: float
+
+
+class Wallboard(BaseModel):
+    at: dt.datetime
+    queues: list[QueueBoard]
+    agents_by_state: dict[str, int]
+    agents: list[Agent]

@@ -1,0 +1,70 @@
+"""The screen-pop: one payload with everything an agent needs when an offer arrives, read concurrently
+from the customer, the unified timeline and the tickets."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agent_desktop.models import Contact, ScreenPop
+from omnichannel import Omnichannel, TimelineEvent
+from tickets import SYSTEM, Ticket, TicketService
+from tickets.models import TicketQuery
+
+OPEN_STATUSES = "new,open,pending-customer,pending-internal,reopened"
+TRANSCRIPT_KIND = "transcript.final"
+BOT_SUMMARY_KIND = "bot.summary"
+IVR_FIELDS = ("flow", "version", "language", "called", "path", "variables", "intents", "ticket")
+
+
+class ScreenPopBuilder:
+    def __init__(self, omni: Omnichannel, tickets: TicketService, *, history_limit: int = 20) -> None:
+        self.omni = omni
+        self.tickets = tickets
+        self.history_limit = history_limit
+
+    async def build(self, contact: Contact, decided_at: float) -> ScreenPop:
+        customer, history, open_tickets, transcript, summary = await asyncio.gather(
+            self.omni.customers.get(contact.customer_id),
+            self.omni.timeline.page(contact.customer_id, limit=self.history_limit),
+            self._open_tickets(contact.customer_id),
+            self._transcript(contact),
+            self._bot_summary(contact),
+        )
+        return ScreenPop(
+            contact=contact,
+            customer=customer,
+            history=history.events,
+            open_tickets=open_tickets,
+            ivr={key: contact.context[key] for key in IVR_FIELDS if key in contact.context},
+            transcript=transcript,
+            bot_summary=summary,
+            offer_expires_at=contact.offer_expires_at,
+            decided_at=decided_at,
+        )
+
+    async def _open_tickets(self, customer_id: str) -> list[Ticket]:
+        page = await self.tickets.search(
+            TicketQuery(customer_id=customer_id, status=OPEN_STATUSES, limit=20), SYSTEM
+        )
+        return page.tickets
+
+    async def _transcript(self, contact: Contact) -> list[TimelineEvent]:
+        if contact.conversation_id is None:
+            return []
+        page = await self.omni.timeline.page(
+            contact.customer_id, limit=200, kinds=[TRANSCRIPT_KIND], conversation_id=contact.conversation_id
+        )
+        return list(reversed(page.events))
+
+    async def _bot_summary(self, contact: Contact) -> str | None:
+        page = await self.omni.timeline.page(
+            contact.customer_id,
+            limit=1,
+            kinds=[BOT_SUMMARY_KIND],
+            conversation_id=contact.conversation_id,
+        )
+        if not page.events:
+            return None
+        body = page.events[0].body
+        summary = body.get("summary") or body.get("text")
+        return str(summary) if summary else None
