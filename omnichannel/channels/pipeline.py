@@ -11,14 +11,25 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from asr.nlu import UNKNOWN_INTENT, Analysis, Analyzer, default_analyzer
 from omnichannel import Actor, Channel, NewEvent
 from omnichannel.timeline import TimelineService
 from tickets import IntentOutcome, IntentSignal, Priority, Reason, TicketService
 
 _NLU = Actor(type="system", name="nlu")
+if TYPE_CHECKING:
+    from asr.nlu import Analysis, Analyzer
+
+
+def load_analyzer() -> Analyzer:
+    """The process's shared analyzer, imported on first use: scikit-learn, jieba and pypinyin cost ~170 MB,
+    which the Celery worker and beat, importing this module, should not pay until a message needs it."""
+    from asr.nlu import default_analyzer
+
+    return default_analyzer()
+
+
 _LANGUAGES: dict[str, Literal["zh", "en"]] = {"zh": "zh", "en": "en"}  # "mixed" leaves it to the customer
 
 
@@ -34,7 +45,7 @@ class IntentPipeline:
         self,
         timeline: TimelineService,
         tickets: TicketService,
-        analyzer: Callable[[], Analyzer] = default_analyzer,
+        analyzer: Callable[[], Analyzer] = load_analyzer,
     ) -> None:
         self.timeline = timeline
         self.tickets = tickets
@@ -63,6 +74,8 @@ class IntentPipeline:
             ),
             _NLU,
         )
+        from asr.nlu.models import UNKNOWN_INTENT
+
         if analysis.intent == UNKNOWN_INTENT:
             return PipelineResult(analysis, None, None)
         entities: dict[str, str] = {}

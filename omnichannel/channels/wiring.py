@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from celery import Celery
 
-from asr.nlu import Analyzer, default_analyzer
 from core.db import Database
 from core.settings import Settings
 from omnichannel import Omnichannel
 from omnichannel.channels.notifier import ChannelNotifier
-from omnichannel.channels.pipeline import IntentPipeline
+from omnichannel.channels.pipeline import IntentPipeline, load_analyzer
+
+if TYPE_CHECKING:
+    from asr.nlu import Analyzer
 from omnichannel.channels.sms import HttpSmsProvider, SinkSmsProvider, SmsProvider
 from omnichannel.channels.sms_service import Enqueue, SmsConfig, SmsService
 from omnichannel.channels.wechat import (
@@ -52,7 +55,7 @@ class Channels:
         self.sms.pipeline = pipeline
         self.wechat.pipeline = pipeline
         # Load the NLU model now rather than in the first customer's 5-second WeChat window.
-        self._warming = asyncio.get_running_loop().run_in_executor(None, default_analyzer)
+        self._warming = asyncio.get_running_loop().run_in_executor(None, load_analyzer)
 
     async def close(self) -> None:
         if self._warming is not None:
