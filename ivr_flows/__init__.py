@@ -2,16 +2,19 @@
 run on calls by ``FlowExecutor`` with TTS prompts. The language is documented in ``ivr_flows/README.md``.
 
     registry = FlowRegistry(FlowStore(db), bus); await registry.start()     # a process that runs calls
-    executor = FlowExecutor(prompts=PromptRenderer(cache_dir, prompts_dir), events=TimelineSink(omni),
-                            analyzer=default_analyzer(), queues=acd, tickets=TicketServiceGateway(...),
+    executor = FlowExecutor(prompts=PromptRenderer(cache_dir, prompts_dir),
+                            analyzer=asr.nlu.Analyzer(), queues=desktop.gateway,
+                            tickets=TicketServiceGateway(...),
                             speech=AsrSpeechRecognizer(build_recognizer(settings)), http=session,
                             recordings_dir=...)
-    context = await executor.run(registry.current("main"), call)          # call: any ``Call``
+    context = await executor.run(registry.current("main"), call)     # any telephony.api.Call
+                                                                        # (PjsuaCall, FakeCall)
+Steps and ``call.queued`` go through ``call.log_event`` (the call's ordered journal on a real call) unless
+an ``events`` sink is given. ``ivr_flows.line`` serves flows on the telephony workers.
 """
 
-from ivr_flows.call import Call, CallHungUp
 from ivr_flows.errors import FlowError, FlowInvalid, NoActiveFlow
-from ivr_flows.events import CallEvent, CallEventSink, RecordingSink, TimelineSink
+from ivr_flows.events import CallEvent, CallEventSink, RecordingSink
 from ivr_flows.executor import FlowExecutor
 from ivr_flows.fake_call import FakeCall
 from ivr_flows.gateways import (
@@ -48,11 +51,9 @@ from ivr_flows.validation import Flow, Revision, check_flow, parse_flow
 __all__ = [
     "FLOWS",
     "AsrSpeechRecognizer",
-    "Call",
     "CallContext",
     "CallEvent",
     "CallEventSink",
-    "CallHungUp",
     "CallbackRequest",
     "FakeCall",
     "Flow",
@@ -83,7 +84,6 @@ __all__ = [
     "TicketReceipt",
     "TicketRequest",
     "TicketServiceGateway",
-    "TimelineSink",
     "check_flow",
     "create_flow_service",
     "parse_flow",

@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
+from core.bus import EventBus
 from core.log import get_logger
-from ivr_flows.call import Call, CallHungUp
 from ivr_flows.events import CallEvent, CallEventSink
 from ivr_flows.expressions import Condition, Template, Value, as_text, compile_condition
 from ivr_flows.gateways import QueueGateway, TicketGateway
@@ -63,9 +63,11 @@ from ivr_flows.nodes import (
     TransferNode,
     VoicemailNode,
 )
+from ivr_flows.transcript import CallTranscript
 from ivr_flows.tts import PromptError, PromptRenderer
 from ivr_flows.understanding import Heard, IntentAnalyzer, SpeechRecognizer
 from ivr_flows.validation import Revision
+from telephony.api import Call, CallEnded, HangupCause
 
 log = get_logger(__name__)
 
@@ -103,18 +105,22 @@ class FlowExecutor:
         self,
         *,
         prompts: PromptRenderer,
-        events: CallEventSink,
+        events: CallEventSink | None = None,
         analyzer: IntentAnalyzer,
         queues: QueueGateway,
         tickets: TicketGateway,
         speech: SpeechRecognizer | None = None,
         http: aiohttp.ClientSession | None = None,
         recordings_dir: Path,
+        bus: EventBus | None = None,
+        transcribe: bool = True,
         clock: Clock = utc_now,
         max_steps: int = 200,
         hangup_grace: float = 2.0,
         drain_timeout: float = 5.0,
     ) -> None:
+        """``transcribe``: what the caller says in ``listen`` nodes becomes the call's live transcript
+        (``ivr_flows.transcript``; partials on ``bus``)."""
         self.prompts = prompts
         self.events = events
         self.analyzer = analyzer
@@ -123,6 +129,8 @@ class FlowExecutor:
         self.speech = speech
         self.http = http
         self.recordings_dir = recordings_dir
+        self.bus = bus
+        self.transcribe = transcribe
         self.clock = clock
         self.max_steps = max_steps
         self.hangup_grace = hangup_grace
@@ -165,6 +173,7 @@ class _Session:
         )
         self.steps = 0
         self.errors = 0
+        self.transcript = CallTranscript(call, executor.bus) if executor.transcribe else None
         self.outbox: asyncio.Queue[CallEvent | None] = asyncio.Queue()
 
     @property
@@ -198,7 +207,7 @@ class _Session:
                     await self._finish("failed", "ivr_step_limit")
                     return
                 node_id = await self._step(node_id, self.flow.nodes[node_id])
-        except CallHungUp:
+        except CallEnded:
             node = self.flow.nodes.get(node_id or "")
             self._record(node_id or "", node.kind if node else "answer", None, "hung_up", None)
             self.context.outcome = "hung_up"
@@ -220,12 +229,12 @@ class _Session:
         handler: Callable[[str, Any], Coroutine[Any, Any, StepOutcome]] = getattr(self, f"_{node.kind}")
         try:
             outcome = await self._guard(handler(node_id, node), finish=node.outlives_hangup)
-        except CallHungUp:
+        except CallEnded:
             raise
         except Exception as exc:
             if self.call.hung_up.is_set():
                 # whatever the bridge raised about an ended call, the fact is that the caller left
-                raise CallHungUp() from exc
+                raise CallEnded(HangupCause.caller_hangup) from exc
             self.errors += 1
             log.exception("ivr.step_failed", call_id=self.call.call_id, node=node_id, type=node.kind)
             fallback = self.flow.on_error if self.errors < MAX_STEP_ERRORS else None
@@ -242,7 +251,7 @@ class _Session:
         return outcome.next
 
     async def _guard(self, awaitable: Awaitable[T], *, finish: bool = False) -> T:
-        """``awaitable``, interrupted by the call ending (``CallHungUp``). With ``finish`` it may complete
+        """``awaitable``, interrupted by the call ending (``CallEnded``). With ``finish`` it may complete
         for ``hangup_grace`` seconds after the call ended (a voicemail keeps its recording, a hangup or
         transfer node sees its own action through)."""
         task = asyncio.ensure_future(awaitable)
@@ -254,12 +263,12 @@ class _Session:
             if finish:
                 with contextlib.suppress(TimeoutError):
                     return await asyncio.wait_for(asyncio.shield(task), self.x.hangup_grace)
-            raise CallHungUp()
+            raise CallEnded(HangupCause.caller_hangup)
         finally:
             hung_up.cancel()
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, CallHungUp, Exception):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
 
     # ------------------------------------------------------------------------------------------ events
@@ -287,7 +296,10 @@ class _Session:
     async def _write_events(self) -> None:
         while (event := await self.outbox.get()) is not None:
             try:
-                await self.x.events.emit(event)
+                if self.x.events is None:
+                    await self.call.log_event(event.kind, event.body)
+                else:
+                    await self.x.events.emit(event)
             except Exception:
                 log.exception("ivr.event_lost", call_id=event.call_id, kind=event.kind, step=event.sequence)
 
@@ -315,7 +327,7 @@ class _Session:
         except PromptError as exc:
             log.error("ivr.prompt_failed", call_id=self.call.call_id, error=str(exc))
             return
-        await self.call.play(str(path), barge_in=barge_in)
+        await self.call.play(path, barge_in=barge_in)
 
     def _priority(self, template: str) -> Priority:
         return _PRIORITIES.get(self._text(template).strip().lower(), "normal")
@@ -375,6 +387,8 @@ class _Session:
         language = node.language or self.language
         fallback = node.dtmf_fallback
         heard: list[dict[str, Any]] = []
+        if self.transcript is not None:
+            self.transcript.node = node_id
         if self.x.speech is not None:
             for attempt in range(node.retries + 1):
                 await self._say(
@@ -423,7 +437,11 @@ class _Session:
         assert self.x.speech is not None
         speech = asyncio.ensure_future(
             self.x.speech.recognize(
-                self.call.audio_frames(), language=language, grammar=node.grammar, timeout=node.timeout
+                self.call.audio_frames(),
+                language=language,
+                grammar=node.grammar,
+                timeout=node.timeout,
+                listener=self.transcript,
             )
         )
         fallback = node.dtmf_fallback
@@ -446,7 +464,7 @@ class _Session:
                 if speech in done:
                     try:
                         return speech.result(), ""
-                    except CallHungUp:
+                    except CallEnded:
                         raise
                     except Exception as exc:
                         log.warning("ivr.speech_failed", call_id=self.call.call_id, error=str(exc))
@@ -610,13 +628,14 @@ class _Session:
     async def _voicemail(self, node_id: str, node: VoicemailNode) -> StepOutcome:
         await self._say(node.prompt)
         if node.beep:
-            await self.call.play(str(await self.x.prompts.beep()))
+            await self.call.play(await self.x.prompts.beep())
         self.x.recordings_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.call.call_id)[:100]
         path = self.x.recordings_dir / f"{name}-{self.steps + 1}.wav"
-        await self.call.record(str(path), node.max_seconds)
-        self.variables[node.into] = str(path)
-        return StepOutcome("recorded", node.next, {"path": str(path)}, end=None if node.next else "voicemail")
+        recording = await self.call.record(path, node.max_seconds)
+        self.variables[node.into] = str(recording.path)
+        given = {"path": str(recording.path), "seconds": recording.duration_seconds}
+        return StepOutcome("recorded", node.next, given, end=None if node.next else "voicemail")
 
     async def _callback(self, node_id: str, node: CallbackNode) -> StepOutcome:
         await self._say(node.prompt, barge_in=True)
@@ -668,7 +687,7 @@ class _Session:
         target = self._text(node.target)
         try:
             await self.call.transfer(target, node.attended)
-        except CallHungUp:
+        except CallEnded:
             raise
         except Exception as exc:
             log.warning("ivr.transfer_failed", call_id=self.call.call_id, target=target, error=str(exc))

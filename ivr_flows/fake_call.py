@@ -1,26 +1,41 @@
-"""``FakeCall``: a working in-memory ``Call`` for tests, flow simulation and demos.
+"""``FakeCall``: a working in-memory ``telephony.api.Call`` for tests, ``huiliu flows simulate`` and demos.
 
-It keeps the promises of ``ivr_flows.call.Call``: buffered DTMF with type-ahead, barge-in, hang-up that
-interrupts everything, a recording that survives the hang-up. Time runs ``time_scale`` times as fast as
-the durations asked for (prompts last their WAV length × ``time_scale``), so a test of a flow with
-5-second timeouts takes milliseconds. The caller is scripted: digits typed ahead (``dtmf=``), actions tied
-to the n-th prompt (``at_prompt``), speech audio queued for the media tap (``say_audio``).
+It keeps the promises of ``telephony.api.Call``: buffered DTMF with type-ahead, barge-in, a hang-up that
+interrupts everything with ``CallEnded``, a recording that survives the hang-up. Time runs ``time_scale``
+times as fast as the durations asked for (prompts last their WAV length × ``time_scale``), so a test of a
+flow with 5-second timeouts takes milliseconds. The caller is scripted: digits typed ahead (``dtmf=``),
+actions tied to the n-th prompt (``at_prompt``), speech audio queued for the media tap (``say_audio``).
+What the flow logs with ``log_event`` is kept in ``events``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import tempfile
 import uuid
 import wave
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ivr_flows.call import CallHungUp
-
-FRAME_BYTES = 640  # 20 ms of 16 kHz s16le mono
-SAMPLE_RATE = 16_000
+from telephony.api import (
+    FRAME_BYTES,
+    SAMPLE_RATE,
+    Call,
+    CallEnded,
+    CallError,
+    CallState,
+    Direction,
+    DtmfEvent,
+    DtmfMethod,
+    HangupCause,
+    PlaybackOutcome,
+    Prompt,
+    Recording,
+)
 
 
 @dataclass
@@ -40,6 +55,7 @@ class FakeCall:
         time_scale: float = 0.01,
         playback_seconds: float | None = None,
         record_audio: bytes = b"",
+        recordings_dir: Path | None = None,
     ) -> None:
         self._call_id = call_id or f"fake-{uuid.uuid4().hex[:12]}"
         self._caller = caller
@@ -48,9 +64,13 @@ class FakeCall:
         self.time_scale = time_scale
         self.playback_seconds = playback_seconds
         self.record_audio = record_audio or b"\x00\x00" * SAMPLE_RATE
+        self.recordings_dir = recordings_dir or Path(tempfile.gettempdir()) / "huiliu-fake-recordings"
         self.log: list[tuple[Any, ...]] = []
         self.played: list[str] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.sent_audio = bytearray()
         self.answered = False
+        self.held = False
         self.hangup_cause: str | None = None
         self.hung_up_by: str | None = None
         self.transferred_to: str | None = None
@@ -59,6 +79,7 @@ class FakeCall:
         self._stop_playback = False
         self._audio: deque[bytes] = deque()
         self._prompt_actions: dict[int, _PromptAction] = {}
+        self._dtmf_listeners: list[Callable[[DtmfEvent], None]] = []
         self._noted = asyncio.Event()
         self.press(dtmf)
 
@@ -77,6 +98,18 @@ class FakeCall:
         return self._called
 
     @property
+    def direction(self) -> Direction:
+        return Direction.inbound
+
+    @property
+    def state(self) -> CallState:
+        if self._hung_up.is_set():
+            return CallState.ended
+        if self.held:
+            return CallState.held
+        return CallState.answered if self.answered else CallState.ringing
+
+    @property
     def hung_up(self) -> asyncio.Event:
         return self._hung_up
 
@@ -86,8 +119,9 @@ class FakeCall:
             self.answered = True
             self._note(("answer",))
 
-    async def play(self, path: str, *, barge_in: bool = False) -> None:
+    async def play(self, prompt: Prompt, *, barge_in: bool = False) -> PlaybackOutcome:
         self._check()
+        path = str(prompt) if not isinstance(prompt, bytes) else ""
         self.played.append(path)
         self._note(("play", path, barge_in))
         action = self._prompt_actions.pop(len(self.played), None)
@@ -96,15 +130,18 @@ class FakeCall:
             if action.hang_up:
                 self.hang_up_by_caller()
         self._stop_playback = False
+        seconds = len(prompt) / 2 / SAMPLE_RATE if isinstance(prompt, bytes) else self._duration(path)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._duration(path) * self.time_scale
+        deadline = loop.time() + seconds * self.time_scale
         while True:
             self._check()
-            if (barge_in and self._buffer) or self._stop_playback:
-                return
+            if barge_in and self._buffer:
+                return PlaybackOutcome.interrupted
+            if self._stop_playback:
+                return PlaybackOutcome.stopped
             remaining = deadline - loop.time()
             if remaining <= 0:
-                return
+                return PlaybackOutcome.finished
             await self._wait_for_change(remaining)
 
     async def stop_playback(self) -> None:
@@ -113,8 +150,8 @@ class FakeCall:
 
     async def collect_dtmf(
         self,
-        max_digits: int,
-        timeout: float,  # noqa: ASYNC109 - the inter-digit timeout of the protocol, not a deadline
+        max_digits: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the IVR's inter-digit timeout, not a call deadline
         terminators: str = "#",
         first_digit_timeout: float | None = None,
     ) -> str:
@@ -139,30 +176,65 @@ class FakeCall:
             deadline = loop.time() + timeout * self.time_scale
         return digits
 
-    async def record(self, path: str, max_seconds: float) -> str:
-        self._note(("record", path, max_seconds))
+    def clear_dtmf(self) -> None:
+        self._buffer = ""
+
+    def on_dtmf(self, listener: Callable[[DtmfEvent], None]) -> Callable[[], None]:
+        self._dtmf_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._dtmf_listeners.remove(listener)
+
+        return remove
+
+    async def record(self, path: Path | str, max_seconds: float, *, terminators: str = "#") -> Recording:
+        self._note(("record", str(path), max_seconds))
+        target = Path(path) if Path(path).is_absolute() else self.recordings_dir / path
+        target.parent.mkdir(parents=True, exist_ok=True)
         seconds = min(max_seconds, len(self.record_audio) / 2 / SAMPLE_RATE)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds * self.time_scale
-        while not self._hung_up.is_set() and not self._buffer and (remaining := deadline - loop.time()) > 0:
+        started = loop.time()
+        deadline = started + seconds * self.time_scale
+        ended_by = "max_seconds"
+        while (remaining := deadline - loop.time()) > 0:
+            if self._hung_up.is_set():
+                ended_by = "hangup"
+                break
+            if any(key in terminators for key in self._buffer):
+                ended_by = "terminator"
+                break
             await self._wait_for_change(remaining)
-        with wave.open(path, "wb") as out:
+        if ended_by != "max_seconds" and self.time_scale > 0:
+            seconds = min(seconds, (loop.time() - started) / self.time_scale)
+        with wave.open(str(target), "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(SAMPLE_RATE)
             out.writeframes(self.record_audio[: int(seconds * SAMPLE_RATE) * 2])
-        return path
+        return Recording(uuid.uuid4().hex, target, round(seconds, 3), ended_by)
 
     async def transfer(self, target: str, attended: bool = False) -> None:
         self._check()
         self._note(("transfer", target, attended))
         self.transferred_to = target
-        self._end("transferred", by="transfer")
+        self._end(HangupCause.transferred, by="transfer")
 
-    async def hangup(self, cause: str = "normal") -> None:
+    async def hold(self) -> None:
+        self._check()
+        self.held = True
+
+    async def unhold(self) -> None:
+        self._check()
+        self.held = False
+
+    async def hangup(self, cause: HangupCause | str = HangupCause.normal) -> None:
         if not self._hung_up.is_set():
-            self._note(("hangup", cause))
-            self._end(cause, by="flow")
+            self._note(("hangup", str(cause)))
+            self._end(str(cause), by="flow")
+
+    async def bridge(self, other: Call) -> None:
+        raise CallError("a fake call has no media to bridge")
 
     async def audio_frames(self) -> AsyncIterator[bytes]:
         silence = b"\x00" * FRAME_BYTES
@@ -174,6 +246,14 @@ class FakeCall:
                 yield silence
                 await asyncio.sleep(0.02 * self.time_scale)
 
+    async def send_audio(self, pcm: bytes) -> None:
+        self._check()
+        self.sent_audio += pcm
+
+    async def log_event(self, kind: str, body: dict[str, Any]) -> None:
+        self.events.append((kind, dict(body)))
+        self._note(("event", kind))
+
     # ------------------------------------------------------------------------------ the caller's side
 
     def press(self, digits: str) -> None:
@@ -182,6 +262,9 @@ class FakeCall:
             self._buffer += digits
             self._note(("pressed", digits))
             self._changed.set()
+            for digit in digits:
+                for listener in list(self._dtmf_listeners):
+                    listener(DtmfEvent(digit, DtmfMethod.rfc2833))
 
     def say_audio(self, pcm: bytes) -> None:
         """The caller speaks: 16 kHz s16le mono PCM the media tap will deliver."""
@@ -194,13 +277,16 @@ class FakeCall:
         return self
 
     def hang_up_by_caller(self) -> None:
-        self._end("caller_hangup", by="caller")
+        self._end(HangupCause.caller_hangup, by="caller")
 
     async def reached(self, operation: str) -> None:
         """Wait until the flow has called ``operation`` (``"collect"``, ``"record"``, ``"play"``…)."""
         while not any(entry[0] == operation for entry in self.log):
             self._noted.clear()
             await self._noted.wait()
+
+    def events_of(self, kind: str) -> list[dict[str, Any]]:
+        return [body for logged, body in self.events if logged == kind]
 
     # --------------------------------------------------------------------------------------- helpers
 
@@ -210,14 +296,14 @@ class FakeCall:
 
     def _end(self, cause: str, *, by: str) -> None:
         if not self._hung_up.is_set():
-            self.hangup_cause = cause
+            self.hangup_cause = str(cause)
             self.hung_up_by = by
             self._hung_up.set()
             self._changed.set()
 
     def _check(self) -> None:
         if self._hung_up.is_set():
-            raise CallHungUp(self.hangup_cause or "hung up")
+            raise CallEnded(self.hangup_cause or HangupCause.caller_hangup)
 
     async def _wait_for_change(self, seconds: float) -> None:
         self._changed.clear()

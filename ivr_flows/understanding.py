@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from core.log import get_logger
 
 if TYPE_CHECKING:
-    from asr import EndpointConfig, Recognizer
+    from asr import EndpointConfig, RecognitionResult, Recognizer
 
 log = get_logger(__name__)
 
@@ -35,6 +35,26 @@ class Heard:
     phrase: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Transcribed:
+    """A recognition result as it happens, for the live transcript: ``body`` is the engine's result as
+    JSON (``text``, ``start``/``end`` seconds into the stream, ``confidence``, ``words``, ``phrase``,
+    ``language``, ``engine``)."""
+
+    final: bool
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+TranscriptListener = Callable[[Transcribed], Awaitable[None]]
+
+
+def transcribed(result: RecognitionResult, engine: str) -> Transcribed:
+    body = result.to_json()
+    del body["is_final"]
+    body["engine"] = engine
+    return Transcribed(result.is_final, body)
+
+
 class SpeechRecognizer(Protocol):
     async def recognize(
         self,
@@ -43,9 +63,11 @@ class SpeechRecognizer(Protocol):
         language: str,
         grammar: Sequence[str] | None,
         timeout: float,  # noqa: ASYNC109 - how long the caller may take to speak, part of the protocol
+        listener: TranscriptListener | None = None,
     ) -> Heard | None:
         """The first utterance heard in ``audio`` (16 kHz s16le mono) within ``timeout`` seconds — what
-        was said so far when the time is up — or None when nothing was said."""
+        was said so far when the time is up — or None when nothing was said. ``listener`` hears every
+        partial and non-empty final on the way (the live transcript)."""
 
 
 class AsrSpeechRecognizer:
@@ -66,6 +88,7 @@ class AsrSpeechRecognizer:
         language: str,
         grammar: Sequence[str] | None,
         timeout: float,  # noqa: ASYNC109 - how long the caller may take to speak, part of the protocol
+        listener: TranscriptListener | None = None,
     ) -> Heard | None:
         if self.endpoint is None:
             stream = self.recognizer.open_stream(language, grammar=grammar)
@@ -78,13 +101,26 @@ class AsrSpeechRecognizer:
                 await stream.feed(frame)
 
         feeding = asyncio.create_task(pump(), name="ivr-listen-feed")
+        engine = getattr(self.recognizer, "engine", "")
+
+        async def first_final() -> Heard | None:
+            async for result in results:
+                if listener is not None and (result.text.strip() or not result.is_final):
+                    try:
+                        await listener(transcribed(result, engine))
+                    except Exception:  # the transcript is a by-product: it must not deafen the IVR
+                        log.warning("ivr.transcript_listener_failed", exc_info=True)
+                if result.is_final and result.text.strip():
+                    return Heard(result.text.strip(), result.confidence, result.phrase)
+            return None
+
+        # One reader for the whole wait: a timeout must not cancel the results' iteration, or the final
+        # an utterance engine (whisper) delivers after the caller stopped speaking would be lost with it.
+        heard = asyncio.create_task(first_final(), name="ivr-listen-results")
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    async for result in results:
-                        if result.is_final and result.text.strip():
-                            return Heard(result.text.strip(), result.confidence, result.phrase)
-                return None
+                    return await asyncio.shield(heard)
             except TimeoutError:
                 pass
             feeding.cancel()
@@ -93,11 +129,12 @@ class AsrSpeechRecognizer:
             await stream.finish()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.finish_grace):
-                    async for result in results:
-                        if result.is_final and result.text.strip():
-                            return Heard(result.text.strip(), result.confidence, result.phrase)
+                    return await asyncio.shield(heard)
             return None
         finally:
+            heard.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await heard
             feeding.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feeding
@@ -124,6 +161,7 @@ class ScriptedSpeech:
         language: str,
         grammar: Sequence[str] | None,
         timeout: float,  # noqa: ASYNC109 - how long the caller may take to speak, part of the protocol
+        listener: TranscriptListener | None = None,
     ) -> Heard | None:
         self.requests.append((language, tuple(grammar) if grammar is not None else None))
         line = self.lines.pop(0) if self.lines else None
@@ -131,7 +169,11 @@ class ScriptedSpeech:
             await asyncio.sleep(timeout * self.time_scale)
             return None
         await asyncio.sleep(0)
-        return Heard(line, 0.9) if isinstance(line, str) else line
+        heard = Heard(line, 0.9) if isinstance(line, str) else line
+        if listener is not None:
+            body = {"text": heard.text, "confidence": heard.confidence, "phrase": heard.phrase}
+            await listener(Transcribed(True, {**body, "language": language, "engine": "scripted"}))
+        return heard
 
 
 # ---------------------------------------------------------------------------------------------- intents

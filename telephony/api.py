@@ -2,14 +2,19 @@
 
 A ``Call`` is one SIP leg seen from the platform's side. Everything is ``async`` and safe to use from the
 event loop: the pjsua2 implementation (``telephony.calls.PjsuaCall``) posts each operation to the thread
-that owns pjsua2, and ``telephony.fake.ScriptedCall`` is a working in-memory implementation for tests of
-code that drives calls.
+that owns pjsua2, and ``ivr_flows.FakeCall`` is a working in-memory implementation for tests of code that
+drives calls (and for ``huiliu flows simulate``).
 
 Rules every implementation keeps:
 
 * Any operation on a call that has ended raises ``CallEnded`` (with the cause), including an operation
   that was waiting when the call ended (a caller hanging up mid-prompt ends ``play`` with ``CallEnded``).
-  ``record`` is the exception: a caller hanging up is how a voicemail normally ends, so it returns.
+  ``record`` is the exception: a caller hanging up is how a voicemail normally ends, so it returns;
+  ``hangup`` on an ended call is a no-op.
+* Every method is safe to cancel: cancelling ``play`` stops the prompt, cancelling ``collect_dtmf``
+  leaves unconsumed digits in the buffer.
+* A hang-up ``cause`` is a ``HangupCause`` or any short snake_case word of the caller's own (an IVR's
+  ``lookup_failed``); it is what ``call.ended`` records.
 * DTMF digits are buffered from the moment the call exists. A digit pressed during a prompt stays in the
   buffer for the next ``collect_dtmf`` (barge-in); ``play(..., barge_in=True)`` also stops the prompt at
   the first digit.

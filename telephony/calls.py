@@ -139,11 +139,11 @@ class PjsuaCall:
         self.started_at = utcnow()
         self.answered_at: dt.datetime | None = None
         self._answered_mono: float | None = None
-        self._ended: asyncio.Future[HangupCause] = loop.create_future()
+        self._ended: asyncio.Future[HangupCause | str] = loop.create_future()
         self._hung_up = asyncio.Event()
         self._media_ready = asyncio.Event()
         self._answered = asyncio.Event()
-        self._hangup_cause: HangupCause | None = None
+        self._hangup_cause: HangupCause | str | None = None
         self._digits: collections.deque[str] = collections.deque()
         self._digit_waiters: list[asyncio.Future[None]] = []
         self._dtmf_listeners: list[Callable[[DtmfEvent], None]] = []
@@ -183,10 +183,10 @@ class PjsuaCall:
         return self._hung_up
 
     @property
-    def cause(self) -> HangupCause | None:
+    def cause(self) -> HangupCause | str | None:
         return self._ended.result() if self._ended.done() else None
 
-    async def wait_ended(self) -> HangupCause:
+    async def wait_ended(self) -> HangupCause | str:
         return await asyncio.shield(self._ended)
 
     def add_ended_callback(self, callback: Callable[[object], None]) -> None:
@@ -225,7 +225,7 @@ class PjsuaCall:
         cause = self._hangup_cause or self._remote_cause(event.status)
         self._state = CallState.ended
         talk = time.monotonic() - self._answered_mono if self._answered_mono is not None else 0.0
-        self.journal.ended(cause.value, event.status, round(talk, 3), utcnow())
+        self.journal.ended(str(cause), event.status, round(talk, 3), utcnow())
         self._ended.set_result(cause)
         self._hung_up.set()
         for waiter in self._digit_waiters:
@@ -523,10 +523,11 @@ class PjsuaCall:
     async def hangup(self, cause: HangupCause | str = HangupCause.normal) -> None:
         if self._ended.done():
             return
-        cause = HangupCause(cause)
+        cause = _known_cause(cause)
         if self._hangup_cause is None:
             self._hangup_cause = cause
-        status = 0 if self._answered_mono is not None else REJECT_STATUS.get(cause, 480)
+        known = cause if isinstance(cause, HangupCause) else None
+        status = 0 if self._answered_mono is not None else REJECT_STATUS.get(known or HangupCause.normal, 480)
         handle = self.handle
         with contextlib.suppress(CallError):
             await self._command(lambda engine: engine.hangup(handle, status))
@@ -604,6 +605,14 @@ class PjsuaCall:
 
             self._tap = await self._command(swap)
             self._tap_flags = (receive, send)
+
+
+def _known_cause(cause: HangupCause | str) -> HangupCause | str:
+    """A ``HangupCause`` when ``cause`` names one; else the caller's own word (an IVR's ``lookup_failed``)."""
+    try:
+        return HangupCause(cause)
+    except ValueError:
+        return str(cause)[:40]
 
 
 def _put_dropping_oldest(queue: asyncio.Queue[bytes | None], item: bytes | None) -> None:

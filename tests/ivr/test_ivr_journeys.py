@@ -27,6 +27,7 @@ from ivr_flows import (
     ScriptedSpeech,
     parse_flow,
 )
+from telephony.api import HangupCause
 from tests.ivr.conftest import SHANGHAI, MakeExecutor
 
 RETURN_REQUEST = "我要退货，订单号 12345"
@@ -395,7 +396,7 @@ async def test_unknown_order_is_an_error_branch_too(
 class SlowGoodbyeCall(FakeCall):
     """A bridge whose hang-up marks the call ended before the BYE transaction completes."""
 
-    async def hangup(self, cause: str = "normal") -> None:
+    async def hangup(self, cause: HangupCause | str = HangupCause.normal) -> None:
         await super().hangup(cause)
         await asyncio.sleep(0.05)
 

@@ -22,9 +22,8 @@ from ivr_flows import (
     FlowStore,
     InMemoryQueueGateway,
     NoActiveFlow,
-    TimelineSink,
 )
-from omnichannel import Identity, IdentityKind, Omnichannel
+from omnichannel import Omnichannel
 from tests.ivr.conftest import MakeExecutor
 
 V1 = """\
@@ -160,40 +159,6 @@ async def test_the_shipped_flow_is_installed_once(db: Database) -> None:
     assert sum(result is not None for result in results) == 1
     assert [(v.version, v.active, v.author) for v in await service.versions("main")] == [(1, True, "system")]
     assert await service.install_shipped() is None
-
-
-async def test_steps_land_on_the_callers_timeline_once(
-    db: Database, make_executor: MakeExecutor, main_flow: object
-) -> None:
-    omni = Omnichannel.create(db, None)
-    sink = TimelineSink(omni)
-    call = FakeCall(caller="+8613900001111", dtmf="1")
-    context = await make_executor(events=sink).run(main_flow, call)  # type: ignore[arg-type]
-
-    customer, created = await omni.customers.resolve(
-        [Identity(kind=IdentityKind.phone, value="+8613900001111")]
-    )
-    assert not created
-    page = await omni.timeline.page(customer.id, limit=50)
-    events = list(reversed(page.events))
-    assert [event.kind for event in events] == ["ivr.step"] * 4 + ["call.queued", "ivr.step"]
-    steps = [event for event in events if event.kind == "ivr.step"]
-    assert [event.body["node"] for event in steps] == [step.node for step in context.path]
-    assert {event.conversation_id for event in events} == {steps[0].conversation_id} != {None}
-    conversation = await omni.conversations.get(str(steps[0].conversation_id))
-    assert conversation.external_ref == call.call_id
-    assert events[0].actor.name == "ivr"
-
-    await make_executor(events=sink).run(
-        main_flow,
-        FakeCall(
-            caller="+8613900001111",
-            call_id=call.call_id,  # type: ignore[arg-type]
-            dtmf="1",
-        ),
-    )
-    again = await omni.timeline.page(customer.id, limit=50)
-    assert len(again.events) == len(page.events), "the same call id and step numbers are stored once"
 
 
 async def test_the_ticket_gateway_opens_a_ticket_in_the_ticket_service(

@@ -249,12 +249,13 @@ def start_node(
     redis: EmbeddedServer,
     *,
     pool_size: int = POOL_SIZE,
+    db_name: str | None = None,
     **settings: str,
 ) -> Node:
     sip_port = free_udp_tcp_port()
     worker_base = free_udp_tcp_port(pool_size * 2)
     rtp_min = random.randrange(20000, 29000, 2)
-    db_name = f"t_{uuid.uuid4().hex[:12]}"
+    db_name = db_name or f"t_{uuid.uuid4().hex[:12]}"
     workdir.mkdir(parents=True, exist_ok=True)
     data_dir = workdir / "var"
     env = {

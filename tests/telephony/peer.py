@@ -3,6 +3,8 @@
     python tests/telephony/peer.py --workdir DIR --target sip:1000@127.0.0.1:5060 --caller 13800138000 \
         --dtmf 1 --dtmf-at 2.0 --dtmf-method info --tone-hz 440 --seconds 15
     python tests/telephony/peer.py --workdir DIR --answer-on 45060 --seconds 20    # an agent's phone
+    python tests/telephony/peer.py --workdir DIR --target ... --keys 1@3.0 --keys 12345#@9.5 \
+        --say speech.wav --say-at 1.0 --hangup-at 12                                  # an IVR caller
 
 It records what it hears on each call to a WAV file and prints one JSON line: per call whether it
 connected, its final status and the RMS level of what it heard — the call it placed (``call``), one it was
@@ -66,6 +68,7 @@ class PeerCall(pj.Call):  # type: ignore[misc]
         self.status = 0
         self.recorder: Any = None
         self.player: Any = None
+        self.speech: Any = None
         self.record_path = peer.workdir / f"{label}-heard.wav"
 
     def onCallState(self, prm: Any) -> None:
@@ -119,6 +122,11 @@ class AnsweringAccount(pj.Account):  # type: ignore[misc]
 class Peer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        # (seconds after the answer, digits) in time order; --dtmf/--dtmf-at is one of them
+        self.keys = sorted(
+            [(float(at), digits) for digits, _, at in (item.rpartition("@") for item in args.keys)]
+            + ([(args.dtmf_at, args.dtmf)] if args.dtmf else [])
+        )
         self.workdir = Path(args.workdir)
         self.tone = tone_wav(self.workdir / "tone.wav", args.tone_hz) if args.tone_hz else None
         self.calls: list[PeerCall] = []
@@ -157,19 +165,25 @@ class Peer:
         else:
             print("listening", flush=True)
         deadline = time.monotonic() + self.args.seconds
-        dtmf_sent = False
+        keys = list(self.keys)
+        said = False
         while time.monotonic() < deadline:
             self.endpoint.libHandleEvents(10)
             connected_at = self.connected_at.get("call")
+            since = time.monotonic() - connected_at if connected_at else -1.0
+            if first is not None and keys and connected_at and since >= keys[0][0] and not first.ended:
+                self._send_dtmf(first, keys.pop(0)[1])
             if (
                 first is not None
-                and self.args.dtmf
-                and not dtmf_sent
+                and self.args.say
+                and not said
                 and connected_at
-                and time.monotonic() - connected_at >= self.args.dtmf_at
+                and since >= self.args.say_at
             ):
-                self._send_dtmf(first)
-                dtmf_sent = True
+                self._say(first)
+                said = True
+            if first is not None and self.args.hangup_at and since >= self.args.hangup_at and not first.ended:
+                first.hangup(pj.CallOpParam(True))
             if self.calls and all(call.ended for call in self.calls) and (first or self.args.until_hangup):
                 break
         for call in self.calls:
@@ -182,6 +196,7 @@ class Peer:
         for call in self.calls:
             call.recorder = None
             call.player = None
+            call.speech = None
         # the conference bridge removes (and so finalizes) the recorders on its next clock ticks
         end = time.monotonic() + 0.5
         while time.monotonic() < end:
@@ -196,14 +211,24 @@ class Peer:
             }
         return result
 
-    def _send_dtmf(self, call: PeerCall) -> None:
+    def _send_dtmf(self, call: PeerCall, digits: str) -> None:
         if self.args.dtmf_method == "info":
             prm = pj.CallSendDtmfParam()
             prm.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
-            prm.digits = self.args.dtmf
+            prm.digits = digits
             call.sendDtmf(prm)
         else:
-            call.dialDtmf(self.args.dtmf)
+            call.dialDtmf(digits)
+
+    def _say(self, call: PeerCall) -> None:
+        """Play the --say WAV into the call once (what the caller says)."""
+        info = call.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                call.speech = pj.AudioMediaPlayer()
+                call.speech.createPlayer(str(self.args.say), pj.PJMEDIA_FILE_NO_LOOP)
+                call.speech.startTransmit(call.getAudioMedia(index))
+                return
 
 
 def _free_port() -> int:
@@ -224,6 +249,12 @@ def main() -> int:
     parser.add_argument("--dtmf", default="")
     parser.add_argument("--dtmf-at", type=float, default=1.0, help="seconds after the answer")
     parser.add_argument("--dtmf-method", choices=["rfc2833", "info"], default="rfc2833")
+    parser.add_argument(
+        "--keys", action="append", default=[], help="DIGITS@SECONDS: type DIGITS that long after the answer"
+    )
+    parser.add_argument("--say", help="a WAV file the caller plays into the call once (speech)")
+    parser.add_argument("--say-at", type=float, default=1.0, help="seconds after the answer")
+    parser.add_argument("--hangup-at", type=float, default=0.0, help="hang up that long after the answer")
     parser.add_argument("--tone-hz", type=float, default=0.0, help="play a tone into the call")
     parser.add_argument("--rtp-port", type=int, default=0, help="first RTP port (default: a random one)")
     parser.add_argument("--workdir", required=True)

@@ -261,16 +261,17 @@ def _now() -> Any:
     return dt.datetime.now(dt.UTC)
 
 
-def sip_request(port: int, method: str, uri: str, *, sdp: bool = False) -> str:
-    """One SIP request over UDP; the first final response."""
+def sip_request(port: int, method: str, uri: str, *, sdp: bool = False, codec: str = "PCMU") -> str:
+    """One SIP request over UDP (an INVITE offering ``codec`` with ``sdp``); the first final response."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(5)
         sock.connect(("127.0.0.1", port))
         local = sock.getsockname()[1]
         tag, branch, call_id = uuid.uuid4().hex[:8], uuid.uuid4().hex, uuid.uuid4().hex
+        payload, rate = (0, 8000) if codec == "PCMU" else (98, 16000)
         body = (
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {local + 2} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            f"m=audio {local + 2} RTP/AVP {payload}\r\na=rtpmap:{payload} {codec}/{rate}\r\n"
             if sdp
             else ""
         )
