@@ -42,6 +42,15 @@ class CallControl:
         """Transfer a live call (blind or attended); returns once the transfer succeeded."""
         await self._send(call_id, {"op": "transfer", "target": target, "attended": attended}, wait)
 
+    async def attach_media(self, call_id: str, *, wait: float = 5.0) -> None:
+        """Have the owning worker relay the call's audio over Redis (``telephony.media_relay``) for a web
+        softphone; a no-op when it already does."""
+        await self._send(call_id, {"op": "media"}, wait)
+
+    async def hold(self, call_id: str, on: bool = True, *, wait: float = 10.0) -> None:
+        """Put the caller on hold (music/silence, re-INVITE) or take them off it."""
+        await self._send(call_id, {"op": "hold", "on": on}, wait)
+
     async def _send(self, call_id: str, command: dict[str, Any], wait: float) -> None:
         call = await self.store.call(call_id)
         if call is None:

@@ -1,13 +1,19 @@
-"""REST operations on live calls: list them, hang one up, transfer one (sent to the owning worker)."""
+"""REST operations on live calls: list them, hang one up, transfer one, hold one (sent to the owning worker).
+
+Who may act on a call is the composition root's rule (``CALL_ACCESS``, set by ``core.app``: an agent only on
+the call connected to them, a supervisor on any); without one, any signed-in user may.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.api import Api
+from core.api import Api, current_user
+from core.auth import Role, User
 from core.db import as_utc
 from telephony.control import CallControl
 from telephony.store import TelephonyStore
@@ -16,6 +22,17 @@ api = Api("calls")
 
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 TELEPHONY_STORE = web.AppKey("telephony_store", TelephonyStore)
+CallAccess = Callable[[User, str], Awaitable[None]]
+CALL_ACCESS: web.AppKey[CallAccess] = web.AppKey("call_access")
+
+
+async def _may_control(request: web.Request) -> str:
+    call_id = request.match_info["call_id"]
+    user = await current_user(request)
+    check = request.app.get(CALL_ACCESS)
+    if check is not None:
+        await check(user, call_id)
+    return call_id
 
 
 class LiveCall(BaseModel):
@@ -30,13 +47,24 @@ class LiveCall(BaseModel):
     worker_id: str
 
 
+class HoldRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    on: bool = Field(default=True, description="true: put the caller on hold; false: take them off it")
+
+
 class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: str = Field(min_length=1, max_length=256, description="SIP URI, number or extension")
     attended: bool = False
 
 
-@api.route("GET", "/api/calls", summary="Calls in progress, newest first", response=list[LiveCall])
+@api.route(
+    "GET",
+    "/api/calls",
+    summary="Calls in progress, newest first (supervisors: agents see their own call on the desktop)",
+    role=Role.supervisor,
+    response=list[LiveCall],
+)
 async def live_calls(request: web.Request) -> list[LiveCall]:
     docs = await request.app[TELEPHONY_STORE].active_calls()
     return [
@@ -63,7 +91,7 @@ async def live_calls(request: web.Request) -> list[LiveCall]:
     audit_target="call_id",
 )
 async def hang_up(request: web.Request) -> None:
-    await request.app[CALL_CONTROL].hangup(request.match_info["call_id"])
+    await request.app[CALL_CONTROL].hangup(await _may_control(request))
 
 
 @api.route(
@@ -75,6 +103,16 @@ async def hang_up(request: web.Request) -> None:
     audit_target="call_id",
 )
 async def transfer(request: web.Request, body: TransferRequest) -> None:
-    await request.app[CALL_CONTROL].transfer(
-        request.match_info["call_id"], body.target, attended=body.attended
-    )
+    await request.app[CALL_CONTROL].transfer(await _may_control(request), body.target, attended=body.attended)
+
+
+@api.route(
+    "POST",
+    "/api/calls/{call_id}/hold",
+    summary="Put the caller on hold, or take them off it",
+    body=HoldRequest,
+    status=204,
+    audit_target="call_id",
+)
+async def hold(request: web.Request, body: HoldRequest) -> None:
+    await request.app[CALL_CONTROL].hold(await _may_control(request), body.on)

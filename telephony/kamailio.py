@@ -26,6 +26,11 @@ class Destination:
     enabled: bool = True
 
 
+def phone_password(secret: str, user: str) -> str:
+    """The SIP password of phone user ``user`` under ``WITH_AUTH`` (kamailio.cfg computes the same)."""
+    return hashlib.sha256(f"{secret}:sip:{user}".encode()).hexdigest()[:24]
+
+
 def dispatcher_list(destinations: Iterable[Destination]) -> str:
     """Set 1 for ``kamailio.cfg``. Disabled entries are spare slots: a worker added later is switched on
     with ``dispatcher.set_state`` instead of a reload, because a reload forgets every worker's call load."""

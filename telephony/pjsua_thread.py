@@ -754,9 +754,13 @@ class Engine:
             return
         tap = call.taps.pop(tap_id, None)
         if tap is not None and call.audio is not None:
+            # separately: a tap that only received must still stop, and one that only sent must too
             with contextlib.suppress(pj.Error):
                 call.audio.stopTransmit(tap)
+            with contextlib.suppress(pj.Error):
                 tap.stopTransmit(call.audio)
+        if tap is not None:
+            self._graveyard.append(tap)  # destroyed by reap() on this thread, outside any callback
 
     def bridge(self, handle: int, other_handle: int) -> None:
         call, other = self._call(handle), self._call(other_handle)

@@ -32,9 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from core.bus import EventBus
+from core.bus import EventBus, connect_redis
 from core.db import Database, utcnow
 from core.embedded import spawn
 from core.log import get_logger
@@ -216,6 +214,15 @@ class TelephonyPool:
                 port=self.settings.telephony_sip_port,
                 list_path=self._write_dispatcher_list(),
                 log_path=self.log_dir / "kamailio.log",
+                defines=(
+                    f"PIKE_REQS={self.settings.telephony_flood_requests}",
+                    *(("WITH_AUTH",) if self.settings.telephony_phone_auth else ()),
+                ),
+                env=(
+                    {**os.environ, "HUILIU_SECRET_KEY": self.settings.secret()}
+                    if self.settings.telephony_phone_auth
+                    else None
+                ),
             )
             await asyncio.to_thread(self.kamailio.start)
 
@@ -327,7 +334,7 @@ async def serve(settings: Settings, *, front: bool = True) -> int:
     import core.app  # noqa: F401 - registers every package's indexes and migrations
 
     db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
-    redis = aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+    redis = connect_redis(settings.redis_url, socket_timeout=5)
     omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
     store = TelephonyStore(db)
     ledger = CallLedger(store, omni, worker_id="sweeper", default_region=settings.default_region)

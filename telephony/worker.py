@@ -36,7 +36,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from core.bus import EventBus
+from core.bus import EventBus, connect_redis
 from core.db import Database, utcnow
 from core.log import configure_logging, get_logger
 from core.settings import Settings, load_settings
@@ -45,6 +45,7 @@ from telephony.api import CallEnded, CallHandler, CallRouter, Direction, HangupC
 from telephony.calls import PjsuaCall, UnrecordedCall
 from telephony.control import COMMANDS_KEY
 from telephony.ledger import CallFacts, CallLedger
+from telephony.media_relay import relay_call_audio
 from telephony.pjsua_thread import (
     CallStateChanged,
     EndpointConfig,
@@ -55,7 +56,7 @@ from telephony.pjsua_thread import (
     PjsuaThread,
     SipCredential,
 )
-from telephony.routing import load_router
+from telephony.routing import ManagedRouter, RouterServices, load_router
 from telephony.sip import ANONYMOUS_USERS, display_number, invite_parties, uri_user
 from telephony.store import TelephonyStore
 
@@ -81,6 +82,7 @@ class WorkerOptions:
     heartbeat_seconds: float = 1.0
     node_timeout_seconds: float = 5.0
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    db_name: str = "huiliu"  # names the Redis media channels of its calls (telephony.media_relay)
 
 
 class TelephonyWorker:
@@ -106,6 +108,7 @@ class TelephonyWorker:
         self.rejected_busy = 0
         self._unclaimed: collections.OrderedDict[int, list[EndpointEvent]] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._relays: set[str] = set()
         self._background: list[asyncio.Task[None]] = []
         self._started_at = utcnow()
         self._no_calls = asyncio.Event()
@@ -343,6 +346,10 @@ class TelephonyWorker:
                 await call.hangup(HangupCause(command.get("cause", HangupCause.agent_hangup.value)))
             elif command.get("op") == "transfer":
                 await call.transfer(str(command["target"]), attended=bool(command.get("attended")))
+            elif command.get("op") == "media":
+                self._relay_media(call)
+            elif command.get("op") == "hold":
+                await (call.hold() if command.get("on", True) else call.unhold())
             else:
                 reply = {"ok": False, "code": "unknown_command", "detail": str(command.get("op"))}
         except Exception as exc:
@@ -352,6 +359,17 @@ class TelephonyWorker:
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.rpush(str(reply_to), json.dumps(reply))
                 await self.redis.expire(str(reply_to), 60)
+
+    def _relay_media(self, call: PjsuaCall) -> None:
+        """Carry the call's audio to and from a web softphone (once per call; ends with the call)."""
+        if self.redis is None or call.call_id in self._relays:
+            return
+        self._relays.add(call.call_id)
+        relay = relay_call_audio(call, self.redis, db_name=self.options.db_name)
+        task = asyncio.ensure_future(relay)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._relays.discard(call.call_id))
 
     # -- stopping
 
@@ -425,8 +443,9 @@ def small_pool(url: str, size: int = MONGO_POOL_SIZE) -> str:
 async def serve(settings: Settings, args: argparse.Namespace) -> int:
     assert settings.mongo_url is not None and settings.redis_url is not None
     db = Database.connect(small_pool(settings.mongo_url), settings.db_name, settings.mongo_timeout_ms)
-    redis = aioredis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
-    omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
+    redis = connect_redis(settings.redis_url, socket_timeout=10)
+    bus = EventBus(redis, db)
+    omni = Omnichannel.create(db, bus, default_region=settings.default_region)
     store = TelephonyStore(db)
     options = WorkerOptions(
         name=args.name,
@@ -439,6 +458,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         heartbeat_seconds=settings.telephony_heartbeat_seconds,
         node_timeout_seconds=settings.telephony_node_timeout_seconds,
         worker_id=f"{socket.gethostname()}:{args.name}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
+        db_name=settings.db_name,
     )
     ledger = CallLedger(store, omni, worker_id=options.worker_id, default_region=settings.default_region)
     config = endpoint_config(
@@ -448,12 +468,16 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, registrar=None)  # one registration per pool
     worker: TelephonyWorker | None = None
     engine = PjsuaThread(config, lambda event: worker.on_event(event) if worker else None)
-    worker = TelephonyWorker(engine, ledger, store, load_router(settings), options, redis)
+    router = load_router(settings)
+    managed = router if isinstance(router, ManagedRouter) else None
+    worker = TelephonyWorker(engine, ledger, store, router, options, redis)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
+        if managed is not None:
+            await managed.start(RouterServices(settings, db, bus, omni, options.recordings_dir))
         facts = await worker.start()
         if args.ready_file:
             ready = {"worker_id": worker.worker_id, "max_calls": facts.max_calls, "sip_port": facts.sip_port}
@@ -462,6 +486,9 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         await worker.drain(settings.telephony_drain_seconds)
     finally:
         await worker.stop()
+        if managed is not None:
+            with contextlib.suppress(Exception):
+                await managed.stop()
         await redis.aclose()
         await db.close()
     return 0
