@@ -1,5 +1,7 @@
 """Agent desktop: the ACD (queues, skills, strategies, agent states, atomic offers in MongoDB), Socket.IO
-``/agent`` and ``/supervisor`` with the screen-pop, REST for states, offers, wrap-up, queues and wallboard.
+``/agent`` and ``/supervisor`` with the screen-pop, REST for states, offers, wrap-up, queues and wallboard,
+agent chat replies (``message.sent`` on the conversation, see ``chat.py``), the wallboard's metrics and alerts
+(``wallboard.py``, reading ``bot_outcomes``), and the pages ``/desktop`` and ``/wallboard`` (core/web).
 
 desktop = Desktop.create(db, omni, tickets, users, sockets)   # sockets: DesktopSockets (the notifier)
 await desktop.acd.start()                                     # routing loop (every web node runs one)
@@ -7,6 +9,7 @@ await desktop.gateway.enqueue(queue_request)                  # the IVR's ivr_fl
 """
 
 from agent_desktop.acd import Acd, AcdQueueGateway, DesktopNotifier, RecordingNotifier
+from agent_desktop.chat import REPLY_KIND, ChatService
 from agent_desktop.models import (
     Agent,
     AgentSkills,
@@ -21,20 +24,24 @@ from agent_desktop.models import (
     StateChange,
     Strategy,
     Wallboard,
+    WallboardConfig,
     WrapUp,
 )
 from agent_desktop.service import DESKTOP, Desktop
 from agent_desktop.socket import AGENT_NS, SUPERVISOR_NS, DesktopSockets
+from agent_desktop.wallboard import WallboardService
 
 __all__ = [
     "AGENT_NS",
     "DESKTOP",
+    "REPLY_KIND",
     "SUPERVISOR_NS",
     "Acd",
     "AcdQueueGateway",
     "Agent",
     "AgentSkills",
     "AgentState",
+    "ChatService",
     "Contact",
     "ContactKind",
     "ContactStatus",
@@ -49,5 +56,7 @@ __all__ = [
     "StateChange",
     "Strategy",
     "Wallboard",
+    "WallboardConfig",
+    "WallboardService",
     "WrapUp",
 ]

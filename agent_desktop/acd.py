@@ -2,8 +2,9 @@
 agent at once), offers time out, contacts overflow after the queue's max wait.
 
 Every web node runs the same loop (``start``): expire offers, end timed wrap-ups, overflow, then route the
-waiting contacts. Nodes never coordinate in memory; each step is a guarded ``find_one_and_update`` in
-MongoDB, so two nodes routing at once cannot offer one contact to two agents, nor one agent two contacts:
+waiting contacts. Nodes never coordinate in memory; each step is a guarded update
+(``core.db.update_returning``) in MongoDB, so two nodes routing at once cannot offer one contact to two
+agents, nor one agent two contacts:
 
 1. contact ``waiting → routing`` (tagged with this attempt's token) — one node routes a contact at a time;
 2. agent ``offer: None → contact`` under the eligibility guard — an agent holds at most one offer;
@@ -25,18 +26,15 @@ from agent_desktop.agents import AgentService
 from agent_desktop.models import (
     PRIORITY_RANK,
     Agent,
-    AgentState,
     Contact,
     ContactKind,
     ContactStatus,
     NewContact,
     Position,
     Presence,
-    QueueBoard,
     QueueConfig,
     ScreenPop,
     Strategy,
-    Wallboard,
     WrapUp,
 )
 from agent_desktop.routing import claim_filter, eligible, ordering, required_skills
@@ -568,31 +566,6 @@ class Acd:
             position=position,
             expected_wait_seconds=expected,
         )
-
-    async def wallboard(self) -> Wallboard:
-        now = utcnow()
-        live = await self.store.contacts_with_status(*_LIVE, ContactStatus.connected)
-        boards = []
-        for queue in await self.store.all_queues():
-            mine = [contact for contact in live if contact.queue == queue.id]
-            waiting = [c for c in mine if c.status in (ContactStatus.waiting, ContactStatus.routing)]
-            boards.append(
-                QueueBoard(
-                    queue=queue.id,
-                    name=queue.name or queue.id,
-                    waiting=len(waiting),
-                    offered=sum(1 for c in mine if c.status is ContactStatus.offered),
-                    connected=sum(1 for c in mine if c.status is ContactStatus.connected),
-                    longest_wait_seconds=max(
-                        ((now - c.queue_entered_at).total_seconds() for c in waiting), default=0.0
-                    ),
-                )
-            )
-        agents = await self.store.all_agents()
-        by_state = {state.value: 0 for state in AgentState}
-        for agent in agents:
-            by_state[agent.state.value] += 1
-        return Wallboard(at=now, queues=boards, agents_by_state=by_state, agents=agents)
 
     async def queues_of(self, user_id: str) -> list[str]:
         """The queues an agent's skills qualify them for (their Socket.IO rooms)."""

@@ -9,17 +9,23 @@ from pydantic import BaseModel
 from agent_desktop.models import (
     Agent,
     AgentSkills,
+    Alert,
+    ChatMessage,
+    ChatReply,
     Contact,
     Position,
     QueueConfig,
     QueuePatch,
     StateChange,
     Wallboard,
+    WallboardConfig,
+    WallboardConfigPatch,
     WrapUp,
 )
 from agent_desktop.service import DESKTOP
-from core.api import Api, current_user
+from core.api import Api, current_user, json_response
 from core.auth import Role
+from core.http import audit_details
 
 api = Api("agent_desktop")
 
@@ -146,4 +152,76 @@ async def set_agent_skills(request: web.Request, body: AgentSkills) -> Agent:
     response=Wallboard,
 )
 async def wallboard(request: web.Request) -> Wallboard:
-    return await request.app[DESKTOP].acd.wallboard()
+    return await request.app[DESKTOP].wallboard.snapshot()
+
+
+@api.route(
+    "PUT",
+    "/api/desktop/agents/{user_id}/state",
+    summary="Force an agent's state (supervisor; audited)",
+    role=Role.supervisor,
+    body=StateChange,
+    response=Agent,
+    audit_target="user_id",
+)
+async def force_agent_state(request: web.Request, body: StateChange) -> Agent:
+    supervisor = await current_user(request, Role.supervisor)
+    audit_details(request, state=body.state, reason=body.reason)
+    return await request.app[DESKTOP].force_state(supervisor, request.match_info["user_id"], body)
+
+
+@api.route(
+    "GET",
+    "/api/desktop/wallboard/config",
+    summary="Service-level goal, windows and alert thresholds",
+    role=Role.supervisor,
+    response=WallboardConfig,
+)
+async def wallboard_config(request: web.Request) -> WallboardConfig:
+    return await request.app[DESKTOP].wallboard.config()
+
+
+@api.route(
+    "PATCH",
+    "/api/desktop/wallboard/config",
+    summary="Change the service-level goal, windows or alert thresholds",
+    role=Role.supervisor,
+    body=WallboardConfigPatch,
+    response=WallboardConfig,
+)
+async def update_wallboard_config(request: web.Request, body: WallboardConfigPatch) -> WallboardConfig:
+    return await request.app[DESKTOP].wallboard.update_config(body)
+
+
+@api.route(
+    "GET",
+    "/api/desktop/alerts",
+    summary="Wallboard alerts, newest first (active ones have no cleared_at)",
+    role=Role.supervisor,
+    response=list[Alert],
+)
+async def list_alerts(request: web.Request) -> list[Alert]:
+    return await request.app[DESKTOP].wallboard.recent_alerts()
+
+
+@api.route(
+    "GET", "/api/desktop/me/contacts", summary="Contacts I am serving or wrapping up", response=list[Contact]
+)
+async def my_contacts(request: web.Request) -> list[Contact]:
+    return await request.app[DESKTOP].chat.my_contacts(await current_user(request))
+
+
+@api.route(
+    "POST",
+    "/api/desktop/contacts/{contact_id}/messages",
+    summary="Reply in a chat I serve (message.sent on its conversation; idempotent by client_id)",
+    body=ChatReply,
+    response=ChatMessage,
+    status=201,
+)
+async def reply_in_chat(request: web.Request, body: ChatReply) -> web.Response:
+    user = await current_user(request)
+    event, created = await request.app[DESKTOP].chat.reply(user, request.match_info["contact_id"], body)
+    return json_response(
+        ChatMessage(event=event, created=created).model_dump(mode="json"), status=201 if created else 200
+    )

@@ -227,6 +227,69 @@ class QueueBoard(BaseModel):
     offered: int
     connected: int
     longest_wait_seconds: float
+    answered: int = Field(description="Connected within the window")
+    abandoned: int = Field(description="Left the queue before an agent answered, within the window")
+    service_level: float | None = Field(
+        description="Share answered within the threshold of answered + abandoned; null without contacts"
+    )
+    asa_seconds: float | None = Field(description="Average speed of answer")
+    abandon_rate: float | None
+
+
+class AgentLoad(BaseModel):
+    user_id: str
+    username: str
+    display_name: str
+    state: AgentState
+    chats: int
+    max_chats: int
+
+
+class BotDeflection(BaseModel):
+    resolved: int
+    handed_off: int
+    abandoned: int = Field(default=0, description="Left without a useful answer and without a person")
+    rate: float | None = Field(
+        description="resolved / (resolved + handed_off + abandoned); null without outcomes"
+    )
+
+
+class WallboardConfig(BaseModel):
+    """What the supervisor tunes: the service-level goal, the windows and the alert thresholds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sl_threshold_seconds: float = Field(default=20.0, gt=0, le=3600, description="Answered within this")
+    sl_target: float = Field(default=0.8, ge=0, le=1, description="Alert when a queue's SL is below this")
+    window_seconds: float = Field(default=3600.0, ge=60, le=7 * 86_400, description="SL, ASA, abandons")
+    bot_window_seconds: float = Field(default=3600.0, ge=60, le=30 * 86_400)
+    max_wait_seconds: float = Field(default=300.0, gt=0, le=86_400, description="Alert above this wait")
+    bot_resolution_min: float = Field(default=0.7, ge=0, le=1, description="Alert below this bot rate")
+
+
+class WallboardConfigPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sl_threshold_seconds: float | None = Field(default=None, gt=0, le=3600)
+    sl_target: float | None = Field(default=None, ge=0, le=1)
+    window_seconds: float | None = Field(default=None, ge=60, le=7 * 86_400)
+    bot_window_seconds: float | None = Field(default=None, ge=60, le=30 * 86_400)
+    max_wait_seconds: float | None = Field(default=None, gt=0, le=86_400)
+    bot_resolution_min: float | None = Field(default=None, ge=0, le=1)
+
+
+AlertRule = Literal["queue_wait", "bot_resolution", "service_level"]
+
+
+class Alert(BaseModel):
+    id: str
+    rule: AlertRule
+    subject: str = Field(description="The queue id, or 'bot'")
+    value: float
+    threshold: float
+    active: bool
+    raised_at: dt.datetime
+    cleared_at: dt.datetime | None = None
 
 
 class Wallboard(BaseModel):
@@ -234,3 +297,29 @@ class Wallboard(BaseModel):
     queues: list[QueueBoard]
     agents_by_state: dict[str, int]
     agents: list[Agent]
+    chats_per_agent: list[AgentLoad]
+    bot: BotDeflection
+    alerts: list[Alert]
+    config: WallboardConfig
+
+
+class ForcedState(StateChange):
+    """A supervisor sets an agent's state (audited)."""
+
+    user_id: str
+
+
+class ChatReply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=4000)
+    client_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="The desktop's id for this message: a retry with the same id is stored once",
+    )
+
+
+class ChatMessage(BaseModel):
+    event: TimelineEvent
+    created: bool = Field(description="False when a retry with the same client_id found the stored message")

@@ -17,23 +17,33 @@ IVR_FIELDS = ("flow", "version", "language", "called", "path", "variables", "int
 
 
 class ScreenPopBuilder:
-    def __init__(self, omni: Omnichannel, tickets: TicketService, *, history_limit: int = 20) -> None:
+    """``history`` is the customer's latest ``history_limit`` events, plus their latest ``message_limit``
+    messages on any channel: a call's own steps must not push yesterday's WeChat or SMS out of view."""
+
+    def __init__(
+        self, omni: Omnichannel, tickets: TicketService, *, history_limit: int = 20, message_limit: int = 10
+    ) -> None:
         self.omni = omni
         self.tickets = tickets
         self.history_limit = history_limit
+        self.message_limit = message_limit
 
     async def build(self, contact: Contact, decided_at: float) -> ScreenPop:
-        customer, history, open_tickets, transcript, summary = await asyncio.gather(
+        customer, latest, messages, open_tickets, transcript, summary = await asyncio.gather(
             self.omni.customers.get(contact.customer_id),
             self.omni.timeline.page(contact.customer_id, limit=self.history_limit),
+            self.omni.timeline.page(contact.customer_id, limit=self.message_limit, kinds=["message.*"]),
             self._open_tickets(contact.customer_id),
             self._transcript(contact),
             self._bot_summary(contact),
         )
+        seen = {event.id for event in latest.events}
+        history = latest.events + [event for event in messages.events if event.id not in seen]
+        history.sort(key=lambda event: event.ts, reverse=True)
         return ScreenPop(
             contact=contact,
             customer=customer,
-            history=history.events,
+            history=history,
             open_tickets=open_tickets,
             ivr={key: contact.context[key] for key in IVR_FIELDS if key in contact.context},
             transcript=transcript,

@@ -8,9 +8,13 @@ from aiohttp import web
 
 from agent_desktop.acd import Acd, AcdQueueGateway, DesktopNotifier
 from agent_desktop.agents import AgentService
+from agent_desktop.chat import ChatService
+from agent_desktop.models import Agent, StateChange
 from agent_desktop.screenpop import ScreenPopBuilder
 from agent_desktop.store import AcdStore
-from core.auth import UserService
+from agent_desktop.wallboard import WallboardService
+from core.audit import AuditLog
+from core.auth import User, UserService
 from core.db import Database
 from omnichannel import Omnichannel
 from tickets import TicketService
@@ -23,6 +27,9 @@ class Desktop:
     acd: Acd
     gateway: AcdQueueGateway
     users: UserService
+    wallboard: WallboardService
+    chat: ChatService
+    audit: AuditLog
 
     @classmethod
     def create(
@@ -46,7 +53,22 @@ class Desktop:
             omni,
             tick_seconds=tick_seconds,
         )
-        return cls(store, agents, acd, AcdQueueGateway(acd, omni), users)
+        return cls(
+            store,
+            agents,
+            acd,
+            AcdQueueGateway(acd, omni),
+            users,
+            WallboardService(db, store),
+            ChatService(store, omni),
+            AuditLog(db),
+        )
+
+    async def force_state(self, supervisor: User, user_id: str, change: StateChange) -> Agent:
+        """A supervisor sets an agent's state (the callers audit it)."""
+        target = await self.users.get(user_id)
+        await self.agents.ensure(target)
+        return await self.agents.set_state(target, change)
 
 
 DESKTOP = web.AppKey("desktop", Desktop)

@@ -5,11 +5,25 @@ from ``POST /api/auth/login`` as ``auth={"token": …}``; anything else is refus
 Rooms: ``agent:<user id>`` (one agent's tabs), ``queue:<queue id>`` (agents qualified for a queue),
 ``supervisors``. With Redis configured the server runs python-socketio's ``AsyncRedisManager``, so an emit on
 one web node reaches clients connected to any node.
+
+Two emits are deliberately local to a node (``ignore_queue``): the wallboard (each node computes it for the
+supervisors connected to it, at most every ``wallboard_interval`` and at once after a change) and
+``chat.message`` and ``transcript`` (every node hears the bus, so each relays only to its own clients: nothing
+arrives twice).
+
+Agent events: ``offer``, ``offer.withdrawn``, ``agent.state``, ``queue.contact``, ``chat.message`` (what was
+said in a chat the agent serves), ``transcript`` (``transcript.final`` of the agent's call); commands
+(acked with ``{"ok": …}`` or ``{"error": {"code", "detail"}}``): ``state``, ``accept``, ``decline``,
+``wrap_up``, ``resume`` (after a reconnect: the agent's state, the offer still open for them with its
+screen-pop, and the contacts they are serving). Supervisor events: ``wallboard``, ``agent.state``,
+``queue.contact``, ``alert``, ``alert.cleared``; commands: ``wallboard``, ``alerts``, ``force_state``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -17,13 +31,23 @@ import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from agent_desktop.models import Agent, Contact, ScreenPop, StateChange, WrapUp
+from agent_desktop.models import (
+    Agent,
+    Alert,
+    Contact,
+    ContactStatus,
+    ForcedState,
+    ScreenPop,
+    StateChange,
+    WrapUp,
+)
 from core.auth import Role, User
 from core.errors import HuiliuError
 from core.log import get_logger
 
 if TYPE_CHECKING:
     from agent_desktop.acd import Acd
+    from agent_desktop.service import Desktop
 
 log = get_logger(__name__)
 
@@ -49,11 +73,31 @@ class WrapUpRequest(WrapUp):
     contact_id: str
 
 
+class ResumeState(BaseModel):
+    """What a reconnecting desktop needs to carry on."""
+
+    agent: Agent
+    offer: ScreenPop | None
+    contacts: list[Contact]
+
+
+class AlertList(BaseModel):
+    alerts: list[Alert]
+
+
 class DesktopSockets:
     """The Socket.IO server and the ``DesktopNotifier`` that emits into it. ``bind`` hands it the token
-    resolver and the ACD once the app's services exist (they are created in a cleanup context)."""
+    resolver and the desktop once the app's services exist (they are created in a cleanup context)."""
 
-    def __init__(self, *, redis_url: str | None, channel: str) -> None:
+    def __init__(
+        self,
+        *,
+        redis_url: str | None,
+        channel: str,
+        wallboard_interval: float = 0.5,
+        alert_interval: float = 2.0,
+        agents_refresh: float = 2.5,
+    ) -> None:
         manager = socketio.AsyncRedisManager(redis_url, channel=channel) if redis_url else None
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
@@ -63,30 +107,61 @@ class DesktopSockets:
             engineio_logger=False,
         )
         self._resolve: TokenResolver | None = None
-        self._acd: Acd | None = None
+        self._desktop: Desktop | None = None
+        self.wallboard_interval = wallboard_interval
+        self.alert_interval = alert_interval
+        self.agents_refresh = agents_refresh
+        self._board_changed = asyncio.Event()
+        # The agents as the wallboard shows them: re-read from MongoDB every ``agents_refresh`` (changes made
+        # on other nodes), updated in between by this node's own changes.
+        self._agents: dict[str, Agent] | None = None
+        self._agents_read_at = 0.0
+        self._board_task: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
         self.sio.register_namespace(_AgentNamespace(self))
         self.sio.register_namespace(_SupervisorNamespace(self))
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app)
 
-    def bind(self, resolve: TokenResolver, acd: Acd) -> None:
+    def bind(self, resolve: TokenResolver, desktop: Desktop) -> None:
         self._resolve = resolve
-        self._acd = acd
+        self._desktop = desktop
+
+    @property
+    def desktop(self) -> Desktop:
+        if self._desktop is None:
+            raise RuntimeError("DesktopSockets.bind was not called")
+        return self._desktop
 
     @property
     def acd(self) -> Acd:
-        if self._acd is None:
-            raise RuntimeError("DesktopSockets.bind was not called")
-        return self._acd
+        return self.desktop.acd
 
     async def start(self) -> None:
-        """Start the Redis listener now, not at the first connection: emits from other nodes must arrive."""
+        """Start the Redis listener now, not at the first connection: emits from other nodes must arrive.
+        Then the wallboard publisher and the relay of chat messages and live transcripts."""
         if not self.sio.manager_initialized:
             self.sio.manager_initialized = True
             self.sio.manager.initialize()
+        bus = self.desktop.acd.omni.timeline.bus
+        if bus is not None and not self._unsubscribe:
+            self._unsubscribe = [
+                bus.subscribe("timeline.message.*", self._relay("chat.message")),
+                bus.subscribe("timeline.transcript.final", self._relay("transcript")),
+            ]
+        if self._board_task is None:
+            self._board_task = asyncio.create_task(self._publish_wallboards(), name="wallboard-publisher")
 
     async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        if self._board_task is not None:
+            self._board_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._board_task
+            self._board_task = None
         manager = self.sio.manager
         listener = getattr(manager, "thread", None)
         if listener is not None:
@@ -126,17 +201,152 @@ class DesktopSockets:
         )
 
     async def agent_changed(self, agent: Agent) -> None:
+        self._board_changed.set()
+        if self._agents is not None:
+            self._agents[agent.user_id] = agent
         data = agent.model_dump(mode="json")
         await self.sio.emit("agent.state", data, room=agent_room(agent.user_id), namespace=AGENT_NS)
         await self.sio.emit("agent.state", data, room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS)
 
     async def contact_changed(self, contact: Contact) -> None:
+        self._board_changed.set()
         summary = {"contact_id": contact.id, "queue": contact.queue, "status": contact.status.value}
         await self.sio.emit("queue.contact", summary, room=queue_room(contact.queue), namespace=AGENT_NS)
         await self.sio.emit("queue.contact", summary, room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS)
 
+    # ------------------------------------------------------------------------------ wallboard, chat
 
-async def _call(action: Callable[[], Awaitable[BaseModel]]) -> dict[str, Any]:
+    def watching(self) -> bool:
+        """Whether a supervisor is connected to this node."""
+        return bool(self.sio.manager.rooms.get(SUPERVISOR_NS, {}).get(SUPERVISORS_ROOM))
+
+    def refresh_wallboard(self) -> None:
+        self._board_changed.set()
+
+    async def _publish_wallboards(self) -> None:
+        """Push the wallboard to this node's supervisors after each change (at most every
+        ``wallboard_interval``) and every ``wallboard_interval`` while someone watches, so waits tick on;
+        evaluate the alert rules every ``alert_interval`` even when nobody watches."""
+        last_alerts = 0.0
+        while True:
+            interval = self.wallboard_interval if self.watching() else self.alert_interval
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._board_changed.wait()
+            self._board_changed.clear()
+            watching = self.watching()
+            if not watching and time.monotonic() - last_alerts < self.alert_interval:
+                continue
+            began = time.monotonic()
+            try:
+                await self.publish_wallboard(local=watching)
+            except Exception as exc:  # a MongoDB hiccup must not stop the wallboard for good
+                log.warning("wallboard.publish_failed", error=repr(exc))
+                await asyncio.sleep(self.wallboard_interval)
+                continue
+            last_alerts = time.monotonic()
+            # Coalesce bursts of changes, and keep the wallboard to about a quarter of this node's time
+            # when it is expensive (1,000 agents): routing comes first.
+            await asyncio.sleep(max(self.wallboard_interval / 2, 3 * (last_alerts - began)))
+
+    async def publish_wallboard(self, *, local: bool = True) -> None:
+        """Evaluate the alert rules (changes are stored and emitted to every supervisor) and, when ``local``,
+        send the whole wallboard to this node's supervisors (agents are read only then: 1,000 agents cost)."""
+        service = self.desktop.wallboard
+        board = None
+        if local:
+            board = await service.snapshot(await self._current_agents())
+            queues, bot, config = board.queues, board.bot, board.config
+        else:
+            config = await service.config()
+            queues, bot = await service.queue_boards(config), await service.bot(config)
+        changes = await service.evaluate(queues, bot, config)
+        for alert in changes.raised:
+            log.info("wallboard.alert", rule=alert.rule, subject=alert.subject, value=alert.value)
+            await self.sio.emit(
+                "alert", alert.model_dump(mode="json"), room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS
+            )
+        for alert in changes.cleared:
+            await self.sio.emit(
+                "alert.cleared", alert.model_dump(mode="json"), room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS
+            )
+        if board is not None:
+            if changes.raised or changes.cleared:
+                board = board.model_copy(update={"alerts": await service.active_alerts()})
+            await self.sio.emit(
+                "wallboard",
+                board.model_dump(mode="json"),
+                room=SUPERVISORS_ROOM,
+                namespace=SUPERVISOR_NS,
+                ignore_queue=True,
+            )
+
+    async def _current_agents(self) -> list[Agent]:
+        if self._agents is None or time.monotonic() - self._agents_read_at > self.agents_refresh:
+            self._agents_read_at = time.monotonic()
+            self._agents = {agent.user_id: agent for agent in await self.desktop.store.all_agents()}
+        return sorted(self._agents.values(), key=lambda agent: agent.username)
+
+    def _relay(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """A bus handler sending timeline events of a conversation to the agent serving it, as ``name``."""
+
+        async def relay(event: dict[str, Any]) -> None:
+            conversation_id = event.get("conversation_id")
+            if not isinstance(conversation_id, str):
+                return
+            contact = await self.desktop.chat.serving(conversation_id)
+            if contact is None or contact.agent_id is None:
+                return
+            data = {key: value for key, value in event.items() if key != "topic"}
+            await self.sio.emit(
+                name,
+                {**data, "contact_id": contact.id},
+                room=agent_room(contact.agent_id),
+                namespace=AGENT_NS,
+                ignore_queue=True,
+            )
+
+        return relay
+
+    async def resume(self, user: User) -> ResumeState:
+        desktop = self.desktop
+        agent = await desktop.agents.ensure(user)
+        pop = None
+        if agent.offer is not None:
+            contact = await desktop.store.contact(agent.offer)
+            if contact.status is ContactStatus.offered and user.id in contact.offered_to:
+                pop = await desktop.acd.screenpop.build(contact, time.time())
+        return ResumeState(agent=agent, offer=pop, contacts=await desktop.chat.my_contacts(user))
+
+    async def force_state(self, supervisor: User, data: Any) -> Agent:
+        """A supervisor's state change for an agent, from the wallboard; audited like the REST route."""
+        fields = data if isinstance(data, dict) else {}
+        details = {key: str(fields[key])[:100] for key in ("user_id", "state", "reason") if key in fields}
+        status = 200
+        target = None
+        try:
+            change = ForcedState.model_validate(data)
+            target = change.user_id
+            return await self.desktop.force_state(
+                supervisor, change.user_id, StateChange(state=change.state, reason=change.reason)
+            )
+        except ValidationError:
+            status = 400
+            raise
+        except HuiliuError as exc:
+            status = exc.status
+            raise
+        finally:
+            await self.desktop.audit.record(
+                actor={"id": supervisor.id, "username": supervisor.username, "role": supervisor.role.value},
+                action="force_agent_state",
+                target=f"agent:{target}" if target else None,
+                status=status,
+                details={"via": "socket", **details},
+            )
+
+
+async def socket_ack(action: Callable[[], Awaitable[BaseModel]]) -> dict[str, Any]:
     """Run a socket command; the ack carries the result or a problem (malformed input never crashes)."""
     try:
         result = await action()
@@ -165,19 +375,29 @@ class _AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         user: User = session["user"]
         return user
 
-    async def on_state(self, sid: str, data: Any) -> dict[str, Any]:
+    async def on_state(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
-        return await _call(lambda: self.sockets.acd.agents.set_state(user, StateChange.model_validate(data)))
+        return await socket_ack(
+            lambda: self.sockets.acd.agents.set_state(user, StateChange.model_validate(data))
+        )
 
-    async def on_accept(self, sid: str, data: Any) -> dict[str, Any]:
+    async def on_accept(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
-        return await _call(lambda: self.sockets.acd.accept(user, ContactRef.model_validate(data).contact_id))
+        return await socket_ack(
+            lambda: self.sockets.acd.accept(user, ContactRef.model_validate(data).contact_id)
+        )
 
-    async def on_decline(self, sid: str, data: Any) -> dict[str, Any]:
+    async def on_decline(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
-        return await _call(lambda: self.sockets.acd.decline(user, ContactRef.model_validate(data).contact_id))
+        return await socket_ack(
+            lambda: self.sockets.acd.decline(user, ContactRef.model_validate(data).contact_id)
+        )
 
-    async def on_wrap_up(self, sid: str, data: Any) -> dict[str, Any]:
+    async def on_resume(self, sid: str, data: Any = None) -> dict[str, Any]:
+        user = await self._user(sid)
+        return await socket_ack(lambda: self.sockets.resume(user))
+
+    async def on_wrap_up(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
 
         async def wrap() -> Contact:
@@ -186,7 +406,7 @@ class _AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 user, request.contact_id, WrapUp(codes=request.codes, note=request.note)
             )
 
-        return await _call(wrap)
+        return await socket_ack(wrap)
 
 
 class _SupervisorNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -198,6 +418,22 @@ class _SupervisorNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         user = await self.sockets.authenticate(auth, Role.supervisor)
         await self.save_session(sid, {"user": user})
         await self.enter_room(sid, SUPERVISORS_ROOM)
+        self.sockets.refresh_wallboard()
+
+    async def _user(self, sid: str) -> User:
+        session = await self.get_session(sid)
+        user: User = session["user"]
+        return user
 
     async def on_wallboard(self, sid: str, data: Any = None) -> dict[str, Any]:
-        return await _call(self.sockets.acd.wallboard)
+        return await socket_ack(self.sockets.desktop.wallboard.snapshot)
+
+    async def on_alerts(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def alerts() -> AlertList:
+            return AlertList(alerts=await self.sockets.desktop.wallboard.recent_alerts())
+
+        return await socket_ack(alerts)
+
+    async def on_force_state(self, sid: str, data: Any = None) -> dict[str, Any]:
+        user = await self._user(sid)
+        return await socket_ack(lambda: self.sockets.force_state(user, data))

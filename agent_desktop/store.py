@@ -1,9 +1,11 @@
 """MongoDB access for the ACD: ``queues``, ``agents`` (live state), ``agent_state_history`` (reports) and
 ``queue_contacts`` (contacts waiting or served).
 
-Every state change that two web nodes could race on is one ``find_one_and_update`` whose filter is the guard
-(``status: waiting``, ``offer: None``…), so exactly one writer wins. Filters are plain field conditions:
-SecantusDB scans the whole collection for a top-level ``$or``/``$and`` and uses no partial indexes.
+Every state change that two web nodes could race on is one guarded update whose filter is the guard
+(``status: waiting``, ``offer: None``…), so exactly one writer wins (``core.db.update_returning``: an
+``update_one`` and a read by ``_id``, because the embedded server's findAndModify scans the collection).
+Filters are plain field conditions: SecantusDB scans the whole collection for a top-level ``$or``/``$and`` and
+uses no partial indexes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from agent_desktop.models import (
     QueueConfig,
     QueuePatch,
 )
-from core.db import Database, as_utc, register_indexes, utcnow
+from core.db import Database, as_utc, register_indexes, update_returning, utcnow
 from core.errors import Conflict, NotFound
 
 Doc = dict[str, Any]
@@ -39,6 +41,8 @@ register_indexes(
     IndexModel([("status", ASCENDING), ("enqueued_at", ASCENDING)]),
     IndexModel([("customer_id", ASCENDING), ("connected_at", DESCENDING)]),
     IndexModel([("external_ref", ASCENDING)], sparse=True),
+    IndexModel([("agent_id", ASCENDING), ("status", ASCENDING)]),
+    IndexModel([("conversation_id", ASCENDING), ("status", ASCENDING)]),
 )
 
 
@@ -198,7 +202,8 @@ class AcdStore:
     async def set_skills(self, user_id: str, skills: AgentSkills) -> Agent:
         doc = await self.agent_doc(user_id)
         slots = max(skills.max_chats - len(doc.get("chats", [])), 0)
-        updated = await self.agents.find_one_and_update(
+        updated = await update_returning(
+            self.agents,
             {"_id": user_id},
             {
                 "$set": {
@@ -208,20 +213,20 @@ class AcdStore:
                     "chat_slots": slots,
                 }
             },
-            return_document=ReturnDocument.AFTER,
         )
+        if updated is None:
+            raise NotFound(f"no agent {user_id!r}", code="agent_not_found")
         return agent_from_doc(updated)
 
     async def update_agent(self, guard: Doc, update: Doc) -> Doc | None:
         """Apply ``update`` if ``guard`` still holds; the document after, or None when someone else won."""
-        doc = await self.agents.find_one_and_update(guard, update, return_document=ReturnDocument.AFTER)
+        doc = await update_returning(self.agents, guard, update)
         if doc is None:
             return None
         state = derived_state(doc).value
         if doc.get("state") != state:
-            doc = await self.agents.find_one_and_update(
-                {"_id": doc["_id"]}, {"$set": {"state": state}}, return_document=ReturnDocument.AFTER
-            )
+            doc = await update_returning(self.agents, {"_id": doc["_id"]}, {"$set": {"state": state}})
+            assert doc is not None  # agents are never deleted
             await self.history.insert_one(
                 {
                     "user_id": doc["_id"],
@@ -277,7 +282,7 @@ class AcdStore:
         return contact_from_doc(doc) if doc else None
 
     async def update_contact(self, guard: Doc, update: Doc) -> Contact | None:
-        doc = await self.contacts.find_one_and_update(guard, update, return_document=ReturnDocument.AFTER)
+        doc = await update_returning(self.contacts, guard, update)
         return contact_from_doc(doc) if doc else None
 
     async def contacts_with_status(self, *statuses: ContactStatus) -> list[Contact]:

@@ -285,3 +285,10 @@ export function onLanguageChange(listener) {
   listeners.add(listener);
   return () => listeners.delete(listener);
 }
+
+/** Pages with texts of their own (the desktop, the wallboard) add them: `{ zh: {...}, en: {...} }`. */
+export function addTranslations(dictionaries) {
+  for (const [code, entries] of Object.entries(dictionaries)) {
+    if (DICTIONARIES[code]) Object.assign(DICTIONARIES[code], entries);
+  }
+}

@@ -13,10 +13,13 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import DESKTOP, AgentSkills, Desktop, QueueConfig, StateChange
+from core.app import build_app
 from core.auth import NewUser, Role, User
 from core.http import USERS
+from core.settings import Settings
 from ivr_flows import CallContext, QueueRequest, StepRecord
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent
+from tests.conftest import wait_until_ready
 
 
 class AgentSocket:
@@ -26,7 +29,17 @@ class AgentSocket:
         self.client = client
         self.namespace = namespace
         self.events: dict[str, asyncio.Queue[Any]] = {}
-        for name in ("offer", "offer.withdrawn", "agent.state", "queue.contact"):
+        for name in (
+            "offer",
+            "offer.withdrawn",
+            "agent.state",
+            "queue.contact",
+            "chat.message",
+            "transcript",
+            "wallboard",
+            "alert",
+            "alert.cleared",
+        ):
             queue: asyncio.Queue[Any] = asyncio.Queue()
             self.events[name] = queue
             client.on(name, _put(queue), namespace=namespace)
@@ -47,6 +60,16 @@ def _put(queue: asyncio.Queue[Any]) -> Callable[[Any], Awaitable[None]]:
 
 
 Connect = Callable[..., Awaitable[AgentSocket]]
+
+
+@pytest.fixture
+async def second_node(server: TestServer, settings: Settings) -> AsyncIterator[TestServer]:
+    """Another web process on the same database and Redis as ``server``."""
+    node = TestServer(build_app(settings.model_copy(update={"demo": True})), host="127.0.0.1")
+    await node.start_server()
+    await wait_until_ready(str(node.make_url("/")))
+    yield node
+    await node.close()
 
 
 @pytest.fixture

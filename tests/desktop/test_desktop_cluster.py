@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator
 
-import pytest
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import (
@@ -20,25 +18,13 @@ from agent_desktop import (
     StateChange,
 )
 from agent_desktop.models import AgentSkills, QueueConfig
-from core.app import build_app
 from core.auth import User, UserService
 from core.db import Database, utcnow
 from core.settings import Settings
 from ivr_flows import CallbackRequest
 from omnichannel import Identity, IdentityKind, Omnichannel
-from tests.conftest import wait_until_ready
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request
 from tickets import create_service
-
-
-@pytest.fixture
-async def second_node(server: TestServer, settings: Settings) -> AsyncIterator[TestServer]:
-    """Another web process on the same database and Redis as ``server``."""
-    node = TestServer(build_app(settings.model_copy(update={"demo": True})), host="127.0.0.1")
-    await node.start_server()
-    await wait_until_ready(str(node.make_url("/")))
-    yield node
-    await node.close()
 
 
 async def test_an_offer_routed_on_node_a_reaches_an_agent_connected_to_node_b(
