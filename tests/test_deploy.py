@@ -36,7 +36,7 @@ DISPATCHER_LIST = KAMAILIO_DIR / "dispatcher.list"
 
 EXPECTED_SERVICES = {"mongo", "redis", "web", "kamailio", "telephony", "worker", "beat"}
 ONE_SHOT_SERVICES = {"mongo-init"}
-APP_ROLES = {"web": "web", "telephony": "telephony", "worker": "worker", "beat": "beat"}
+APP_ROLES = {"web": "web", "telephony": "telephony", "worker": "worker", "beat": "beat", "email": "email"}
 DUMMY_SECRET = "compose-test-secret-0123456789abcdef"
 
 

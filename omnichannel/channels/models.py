@@ -29,6 +29,9 @@ class SmsMessage(BaseModel):
     provider: str
     provider_message_id: str | None = None
     error: str | None = None
+    timeline_event_id: str | None = Field(
+        default=None, description="The timeline event this SMS delivers (an agent's message.sent), if any"
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -8,9 +8,18 @@ notifications stay with ``fallback`` until their senders exist.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from omnichannel import Actor
 from omnichannel.channels.sms_service import SmsService
 from omnichannel.channels.wechat import WeChatService
 from tickets import Notification, Notifier
+
+if TYPE_CHECKING:
+    from omnichannel.channels.mail import EmailService
+    from omnichannel.channels.webchat import WebChatService
+
+_NOTICE = Actor(type="system", name="通知 Notice")
 
 
 class ChannelNotifier:
@@ -18,6 +27,8 @@ class ChannelNotifier:
         self.sms = sms
         self.wechat = wechat
         self.fallback = fallback
+        self.webchat: WebChatService | None = None  # set once the web chat exists (Channels.attach)
+        self.email: EmailService | None = None  # set when outbound SMTP is configured
 
     async def send(self, notification: Notification) -> None:
         await self.fallback.send(notification)
@@ -39,4 +50,21 @@ class ChannelNotifier:
                 customer_id=notification.customer_id,
                 idempotency_key=f"notification:{notification.idempotency_key}",
                 title=notification.template,
+            )
+        elif notification.channel == "webchat" and self.webchat is not None:
+            conversation_id = await self.webchat.conversation_of_visitor(recipient.address)
+            if conversation_id is not None:
+                await self.webchat.say(
+                    conversation_id,
+                    notification.text,
+                    _NOTICE,
+                    f"webchat:notice:{notification.idempotency_key}",
+                )
+        elif notification.channel == "email" and self.email is not None:
+            await self.email.notify(
+                recipient.address,
+                notification.text,
+                customer_id=notification.customer_id,
+                idempotency_key=notification.idempotency_key,
+                subject=notification.template,
             )

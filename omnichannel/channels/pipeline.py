@@ -13,9 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from core.log import get_logger
 from omnichannel import Actor, Channel, NewEvent
 from omnichannel.timeline import TimelineService
 from tickets import IntentOutcome, IntentSignal, Priority, Reason, TicketService
+from tickets.models import CustomerMessage, CustomerMessageOutcome
+
+log = get_logger(__name__)
 
 _NLU = Actor(type="system", name="nlu")
 if TYPE_CHECKING:
@@ -35,9 +39,10 @@ _LANGUAGES: dict[str, Literal["zh", "en"]] = {"zh": "zh", "en": "en"}  # "mixed"
 
 @dataclass(frozen=True)
 class PipelineResult:
-    analysis: Analysis
+    analysis: Analysis | None  # None when the message was a rating (CSAT): nothing more to analyse
     outcome: IntentOutcome | None  # None when no intent was recognised
     reply: str | None  # what the channel should answer now, if anything
+    tickets: CustomerMessageOutcome | None = None  # what the message meant for the customer's tickets
 
 
 class IntentPipeline:
@@ -51,6 +56,26 @@ class IntentPipeline:
         self.tickets = tickets
         self.analyzer = analyzer
 
+    async def customer_message(
+        self, *, customer_id: str, conversation_id: str | None, channel: Channel, text: str, source_key: str
+    ) -> CustomerMessageOutcome | None:
+        """What the message means for the customer's tickets, before anything else: a CSAT rating is
+        recorded (and thanked for), a reply reopens a resolved ticket or resumes one waiting for the
+        customer. A tickets failure is logged and never costs the message its own handling."""
+        try:
+            return await self.tickets.on_customer_message(
+                CustomerMessage(
+                    customer_id=customer_id,
+                    channel=channel,
+                    conversation_id=conversation_id,
+                    text=text[:10_000],
+                    message_key=source_key[:200],
+                )
+            )
+        except Exception:
+            log.exception("pipeline.customer_message_failed", customer_id=customer_id, source=source_key)
+            return None
+
     async def run(
         self,
         *,
@@ -61,7 +86,37 @@ class IntentPipeline:
         source_key: str,
     ) -> PipelineResult:
         """Analyse ``text`` said by the customer; ``source_key`` names the message it came from and makes a
-        repeat of the same message change nothing twice."""
+        repeat of the same message change nothing twice. A CSAT rating stops here."""
+        said = await self.customer_message(
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            channel=channel,
+            text=text,
+            source_key=source_key,
+        )
+        if said is not None and said.action == "csat_recorded":
+            return PipelineResult(None, None, None, said)
+        analysis = await self.analyse(
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            channel=channel,
+            text=text,
+            source_key=source_key,
+        )
+        result = await self.to_tickets(
+            analysis,
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            channel=channel,
+            text=text,
+            source_key=source_key,
+        )
+        return PipelineResult(result.analysis, result.outcome, result.reply, said)
+
+    async def analyse(
+        self, *, customer_id: str, conversation_id: str | None, channel: Channel, text: str, source_key: str
+    ) -> Analysis:
+        """The analysis of ``text``, recorded on the timeline as ``intent.recognised`` (once per source)."""
         analysis = await asyncio.to_thread(lambda: self.analyzer().analyze(text))
         await self.timeline.append(
             customer_id,
@@ -74,6 +129,19 @@ class IntentPipeline:
             ),
             _NLU,
         )
+        return analysis
+
+    async def to_tickets(
+        self,
+        analysis: Analysis,
+        *,
+        customer_id: str,
+        conversation_id: str | None,
+        channel: Channel,
+        text: str,
+        source_key: str,
+    ) -> PipelineResult:
+        """Hand a recognised intent to the ticket engine; the question to ask when something is missing."""
         from asr.nlu.models import UNKNOWN_INTENT
 
         if analysis.intent == UNKNOWN_INTENT:

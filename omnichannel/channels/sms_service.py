@@ -2,10 +2,11 @@
 and delivery receipts from the gateway.
 
 Every outbound message is a document in ``sms_messages`` first (status ``queued``) and ``message.out`` on
-the customer's timeline; delivery happens after, through ``enqueue`` (a Celery task in production) calling
-``deliver`` until it says it is done. ``deliver`` claims the message under a lease, so a task delivered
-twice sends once; the provider gets the message id as its idempotency key for the case where its answer
-was lost.
+the customer's timeline — unless it delivers a message already there (an agent's ``message.sent``): then
+the document names that event (``timeline_event_id``) and the reply stays one fact on the timeline.
+Delivery happens after, through ``enqueue`` (a Celery task in production) calling ``deliver`` until it says
+it is done. ``deliver`` claims the message under a lease, so a task delivered twice sends once; the provider
+gets the message id as its idempotency key for the case where its answer was lost.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from bson import ObjectId
@@ -29,6 +30,9 @@ from core.log import get_logger
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent, Omnichannel
 from omnichannel.channels.models import DeliveryReceipt, InboundSms, SinkEntry, SmsMessage, SmsStatus
 from omnichannel.channels.pipeline import IntentPipeline
+
+if TYPE_CHECKING:
+    from omnichannel.channels.bot import Bot
 from omnichannel.channels.sms import ProviderRejected, ProviderUnavailable, SmsProvider
 from omnichannel.customers import object_id
 from omnichannel.identity import normalize_phone
@@ -78,6 +82,7 @@ def message_from_doc(doc: dict[str, Any]) -> SmsMessage:
         provider=doc["provider"],
         provider_message_id=doc.get("provider_message_id"),
         error=doc.get("error"),
+        timeline_event_id=doc.get("timeline_event_id"),
         created_at=as_utc(doc["created_at"]),
         updated_at=as_utc(doc["updated_at"]),
     )
@@ -105,6 +110,7 @@ class SmsService:
         self.redis = redis
         self.config = config
         self.pipeline = pipeline
+        self.bot: Bot | None = None  # the self-service bot, when one answers before the pipeline alone
         self.enqueue = enqueue or self._deliver_here
         self._running: set[asyncio.Task[None]] = set()
 
@@ -120,9 +126,12 @@ class SmsService:
         conversation_id: str | None = None,
         idempotency_key: str | None = None,
         actor: Actor = _SYSTEM,
+        timeline_event_id: str | None = None,
     ) -> SmsMessage:
         """Queue ``text`` to ``to``: stored, on the timeline, then delivered with retries. Refused
-        (409 ``sms_opted_out``) when the customer sent STOP and the message is not transactional."""
+        (409 ``sms_opted_out``) when the customer sent STOP and the message is not transactional.
+        With ``timeline_event_id`` the text is already on the timeline as that event: the SMS is linked to
+        it (its status, and ``message.failed`` if it fails) instead of adding a ``message.out``."""
         phone = normalize_phone(to, self.config.default_region)
         if len(text) > self.config.max_chars:
             raise Invalid(
@@ -158,6 +167,7 @@ class SmsService:
             "provider_message_id": None,
             "error": None,
             "lease_until": None,
+            "timeline_event_id": timeline_event_id,
             "created_at": now,
             "updated_at": now,
         }
@@ -169,17 +179,23 @@ class SmsService:
                 raise
             doc = stored
         message = message_from_doc(doc)
-        await self.omni.timeline.append(
-            message.customer_id,
-            NewEvent(
-                kind="message.out",
-                channel=Channel.sms,
-                conversation_id=conversation_id,
-                body={"message_id": message.id, "to": phone, "text": text, "transactional": transactional},
-                idempotency_key=f"sms:out:{message.id}",
-            ),
-            actor,
-        )
+        if message.timeline_event_id is None:
+            await self.omni.timeline.append(
+                message.customer_id,
+                NewEvent(
+                    kind="message.out",
+                    channel=Channel.sms,
+                    conversation_id=conversation_id,
+                    body={
+                        "message_id": message.id,
+                        "to": phone,
+                        "text": text,
+                        "transactional": transactional,
+                    },
+                    idempotency_key=f"sms:out:{message.id}",
+                ),
+                actor,
+            )
         if message.status is SmsStatus.queued:
             try:
                 await self.enqueue(message.id)
@@ -325,6 +341,15 @@ class SmsService:
         elif keyword in START_WORDS:
             await self._set_opt_out(customer.id, None)
             reply = OPTED_IN_TEXT
+        elif self.bot is not None and inbound.text.strip():
+            answer = await self.bot.respond(
+                customer_id=customer.id,
+                conversation_id=conversation_id,
+                channel=Channel.sms,
+                text=inbound.text,
+                source_key=source_key,
+            )
+            reply = answer.reply
         elif self.pipeline is not None and inbound.text.strip():
             result = await self.pipeline.run(
                 customer_id=customer.id,
@@ -389,7 +414,12 @@ class SmsService:
                 kind="message.failed",
                 channel=Channel.sms,
                 conversation_id=doc.get("conversation_id"),
-                body={"message_id": str(doc["_id"]), "to": doc["to"], "error": error},
+                body={
+                    "message_id": str(doc["_id"]),
+                    "to": doc["to"],
+                    "error": error,
+                    "event_id": doc.get("timeline_event_id"),
+                },
                 idempotency_key=f"sms:failed:{doc['_id']}",
             ),
             _SYSTEM,

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import defusedxml.ElementTree as SafeXml
 from bson import ObjectId
@@ -29,7 +29,10 @@ from core.db import Database, register_indexes, utcnow
 from core.errors import Forbidden, Invalid
 from core.log import get_logger
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent, Omnichannel
-from omnichannel.channels.pipeline import IntentPipeline, PipelineResult
+from omnichannel.channels.pipeline import IntentPipeline
+
+if TYPE_CHECKING:
+    from omnichannel.channels.bot import Bot
 
 log = get_logger(__name__)
 
@@ -121,6 +124,7 @@ class WeChatService:
         self.client = client
         self.config = config
         self.pipeline = pipeline
+        self.bot: Bot | None = None  # the self-service bot, when one answers before the pipeline alone
         self._late: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------------------- the callback
@@ -281,15 +285,15 @@ class WeChatService:
             return WELCOME_TEXT if str(message.event) == "subscribe" else None
         if not text.strip() or self.pipeline is None:
             return None
-        work = asyncio.ensure_future(
-            self.pipeline.run(
-                customer_id=customer_id,
-                conversation_id=conversation_id,
-                channel=Channel.wechat,
-                text=text,
-                source_key=key,
-            )
-        )
+        pipeline, bot = self.pipeline, self.bot
+
+        async def think() -> str | None:
+            said = dict(customer_id=customer_id, conversation_id=conversation_id, text=text, source_key=key)
+            if bot is not None:
+                return (await bot.respond(channel=Channel.wechat, **said)).reply
+            return (await pipeline.run(channel=Channel.wechat, **said)).reply
+
+        work = asyncio.ensure_future(think())
         try:
             result = await asyncio.wait_for(asyncio.shield(work), self.config.reply_timeout_seconds)
         except TimeoutError:
@@ -299,11 +303,11 @@ class WeChatService:
                 lambda done: self._answer_later(done, customer_id, conversation_id, openid, key)
             )
             return None
-        return result.reply
+        return result
 
     def _answer_later(
         self,
-        done: asyncio.Future[PipelineResult],
+        done: asyncio.Future[str | None],
         customer_id: str,
         conversation_id: str,
         openid: str,
@@ -317,7 +321,7 @@ class WeChatService:
                 error=str(done.exception() if not done.cancelled() else "cancelled"),
             )
             return
-        reply = done.result().reply
+        reply = done.result()
         if reply:
             task = asyncio.ensure_future(self._send_later(customer_id, conversation_id, openid, reply, key))
             self._late.add(task)

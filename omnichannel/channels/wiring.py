@@ -10,11 +10,18 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from celery import Celery
 
+from core.audit import AuditLog
 from core.db import Database
 from core.settings import Settings
 from omnichannel import Omnichannel
+from omnichannel.channels.bot import Bot, BotConfig
+from omnichannel.channels.kb import KnowledgeBase
+from omnichannel.channels.linking import IdentityLinker
+from omnichannel.channels.mail import EmailService, email_config
 from omnichannel.channels.notifier import ChannelNotifier
 from omnichannel.channels.pipeline import IntentPipeline, load_analyzer
+from omnichannel.channels.webchat import VisitorTokens, WebChatConfig, WebChatService, allowed_origins
+from omnichannel.crm import CrmConnector, create_crm
 
 if TYPE_CHECKING:
     from asr.nlu import Analyzer
@@ -46,22 +53,71 @@ class Channels:
     webhook_secret: str | None
     tolerance_seconds: int
     wechat_max_body_bytes: int
+    db: Database
+    email: EmailService
+    kb: KnowledgeBase
+    crm: CrmConnector
+    settings: Settings
+    bot: Bot | None = None
+    webchat: WebChatService | None = None
     _warming: asyncio.Future[Analyzer] | None = None
 
     def attach(self, tickets: TicketService) -> None:
-        """Inbound messages run the intent pipeline into ``tickets`` (which notifies through
-        ``notifier``: the two are made for each other, hence the late attachment)."""
+        """Inbound messages run the bot (and through it the intent pipeline into ``tickets``, which
+        notifies through ``notifier``: the two are made for each other, hence the late attachment)."""
         pipeline = IntentPipeline(self.sms.omni.timeline, tickets)
         self.sms.pipeline = pipeline
         self.wechat.pipeline = pipeline
+        self.email.pipeline = pipeline
+        settings = self.settings
+        self.bot = Bot(
+            self.db,
+            self.sms.omni,
+            pipeline,
+            self.kb,
+            self.crm,
+            tickets,
+            BotConfig(
+                kb_threshold=settings.bot_kb_threshold,
+                handoff_queue=settings.bot_handoff_queue,
+                idle_resolve_seconds=settings.bot_idle_resolve_seconds,
+            ),
+        )
+        if settings.bot_enabled:
+            self.sms.bot = self.bot
+            self.wechat.bot = self.bot
+        self.webchat = WebChatService(
+            self.db,
+            self.sms.omni,
+            self.bot,
+            VisitorTokens(settings.secret(), settings.webchat_visitor_ttl_days * 86_400),
+            self.sms.redis,
+            WebChatConfig(
+                max_chars=settings.webchat_max_chars,
+                max_attachment_bytes=settings.webchat_max_attachment_bytes,
+                visitors_per_minute=settings.webchat_visitors_per_minute,
+                allowed_origins=allowed_origins(settings.webchat_allowed_origins),
+                tenant=settings.db_name,
+            ),
+            settings.data_dir / "webchat" / "attachments",
+            bot_enabled=settings.bot_enabled,
+        )
+        self.notifier.webchat = self.webchat
+        linker = IdentityLinker(self.sms.omni, self.sms, self.sms.redis, AuditLog(self.db), settings.secret())
+        self.bot.linker = linker
+        self.webchat.linker = linker
         # Load the NLU model now rather than in the first customer's 5-second WeChat window.
         self._warming = asyncio.get_running_loop().run_in_executor(None, load_analyzer)
 
     async def close(self) -> None:
         if self._warming is not None:
             await asyncio.gather(self._warming, return_exceptions=True)
+        if self.webchat is not None:
+            await self.webchat.stop()
+        await self.email.close()
         await self.sms.close()
         await self.wechat.close()
+        await self.crm.close()
 
 
 CHANNELS = web.AppKey("channels", Channels)
@@ -132,15 +188,24 @@ def create_channels(db: Database, omni: Omnichannel, redis: aioredis.Redis, sett
             tolerance_seconds=settings.webhook_tolerance_seconds,
         ),
     )
+    email = EmailService(db, omni, email_config(settings), settings.data_dir / "email" / "attachments")
+    notifier = ChannelNotifier(sms, wechat, TimelineNotifier(omni.timeline))
+    if settings.smtp_host:  # ticket notices by email, from the web process and the Celery worker alike
+        notifier.email = email
     return Channels(
         sms=sms,
         wechat=wechat,
-        notifier=ChannelNotifier(sms, wechat, TimelineNotifier(omni.timeline)),
+        notifier=notifier,
         webhook_secret=settings.sms_webhook_secret.get_secret_value()
         if settings.sms_webhook_secret
         else None,
         tolerance_seconds=settings.webhook_tolerance_seconds,
         wechat_max_body_bytes=settings.wechat_max_body_bytes,
+        db=db,
+        email=email,
+        kb=KnowledgeBase(db),
+        crm=create_crm(settings),
+        settings=settings,
     )
 
 
