@@ -5,11 +5,18 @@ service = create_service(db, omni, settings)        # or TicketService(store, om
 outcome = await service.from_intent(IntentSignal(customer_id=…, intent="return_request", confidence=0.9,
                                                  entities={"order_number": "12345"}, channel=Channel.voice))
 outcome.action  # "created" | "appended" | "needs_input" (outcome.prompt says what to ask) | "ignored"
+
+# Every inbound customer message, before the channel's own handling: a CSAT rating, a reopen, a resume.
+reply = await service.on_customer_message(CustomerMessage(customer_id=…, channel=Channel.sms,
+                                                          conversation_id=…, text="5 很满意", message_key=…))
+reply.action  # "csat_recorded" (stop here) | "reopened" | "resumed" | "none"; reply.notified: sent already
 """
 
 from tickets.clock import Clock, FakeClock, SystemClock
 from tickets.config import TicketsConfig, TicketsConfigError, load_config
 from tickets.models import (
+    CustomerMessage,
+    CustomerMessageOutcome,
     IntentOutcome,
     IntentSignal,
     NewTicket,
@@ -20,14 +27,18 @@ from tickets.models import (
     TicketStatus,
 )
 from tickets.notify import Notifier, RecordingNotifier, TimelineNotifier
+from tickets.progress import ProgressLinks
 from tickets.scheduler import InMemoryScheduler, Scheduler
 from tickets.service import SYSTEM, TICKETS, TicketService, Who, create_service
 from tickets.store import TicketStore
+from tickets.webhooks import Webhooks
 
 __all__ = [
     "SYSTEM",
     "TICKETS",
     "Clock",
+    "CustomerMessage",
+    "CustomerMessageOutcome",
     "FakeClock",
     "InMemoryScheduler",
     "IntentOutcome",
@@ -36,6 +47,7 @@ __all__ = [
     "Notification",
     "Notifier",
     "Priority",
+    "ProgressLinks",
     "Reason",
     "RecordingNotifier",
     "Scheduler",
@@ -47,6 +59,7 @@ __all__ = [
     "TicketsConfig",
     "TicketsConfigError",
     "TimelineNotifier",
+    "Webhooks",
     "Who",
     "create_service",
     "load_config",

@@ -2,7 +2,9 @@
 message texts from ``schemas/*.yaml``, plus a few options.
 
 Options come from an optional ``<data_dir>/tickets.yaml`` (``timezone``, ``number_prefix``,
-``sla_sweep_seconds``, ``effects_lease_seconds``, ``schemas_dir`` to use other YAML files). Everything is
+``sla_sweep_seconds``, ``effects_lease_seconds``, ``schemas_dir`` to use other YAML files, ``reopen_days``,
+``progress_link_days``, ``webhook_max_attempts``, ``webhook_backoff_seconds``, ``webhook_timeout_seconds``,
+``webhook_sweep_seconds``). Everything is
 checked at load, across files too (a rule naming an unknown department or workflow), and a problem stops
 the start with a message naming the file and the key.
 """
@@ -10,7 +12,7 @@ the start with a message naming the file and the key.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +37,10 @@ REQUIRED_MESSAGES = (
     "ticket.created",
     "ticket.step_started",
     "ticket.resolved",
+    "ticket.reopened",
+    "ticket.csat_request",
+    "ticket.csat_thanks",
+    "progress.link",
 )
 
 
@@ -65,6 +71,15 @@ class TicketsOptions(BaseModel):
     sla_sweep_seconds: float = Field(default=1.0, gt=0, le=3600)
     effects_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     schemas_dir: Path | None = None
+    # A customer's message reopens a resolved ticket for this long after the resolution.
+    reopen_days: float = Field(default=7.0, gt=0, le=365)
+    progress_link_days: float = Field(default=30.0, gt=0, le=365)
+    # Outgoing webhooks: attempts before a delivery is marked failed, and the first retry's delay
+    # (doubling each time, at most an hour).
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(default=10.0, gt=0, le=3600)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_sweep_seconds: float = Field(default=15.0, gt=0, le=3600)
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,11 @@ class TicketsConfig:
     sla: SlaPolicy
     templates: dict[str, WorkflowTemplate]
     messages: Messages
+    options: TicketsOptions = field(default_factory=TicketsOptions)
+
+    @property
+    def reopen_window(self) -> dt.timedelta:
+        return dt.timedelta(days=self.options.reopen_days)
 
 
 def _read(path: Path) -> Any:
@@ -161,14 +181,17 @@ def load_config(settings: Settings | None = None, *, options: TicketsOptions | N
         sla=sla,
         templates=templates,
         messages=messages,
+        options=options,
     )
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
     """The Celery beat entries of the tickets package (the SLA safety-net sweep)."""
+    options = load_options(settings)
     return {
-        "tickets-sla-sweep": {
-            "task": "tickets.tasks.sweep",
-            "schedule": load_options(settings).sla_sweep_seconds,
-        }
+        "tickets-sla-sweep": {"task": "tickets.tasks.sweep", "schedule": options.sla_sweep_seconds},
+        "tickets-webhook-sweep": {
+            "task": "tickets.tasks.sweep_webhooks",
+            "schedule": options.webhook_sweep_seconds,
+        },
     }

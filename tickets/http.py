@@ -3,6 +3,7 @@ workflow templates, intent rules and staff profiles."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from core.api import Api, current_user, json_response
 from core.auth import Role
+from core.errors import HuiliuError
 from core.http import USERS
 from tickets.config import Department
 from tickets.models import (
@@ -17,7 +19,9 @@ from tickets.models import (
     HistoryEntry,
     IntentOutcome,
     IntentSignal,
+    Language,
     NewTicket,
+    ProgressView,
     SlaTimer,
     StaffInput,
     StaffProfile,
@@ -26,8 +30,11 @@ from tickets.models import (
     TicketQuery,
     TicketStatus,
 )
+from tickets.progress import render_error, render_page
+from tickets.reports import ReportQuery, TicketReport, report_csv
 from tickets.rules import IntentRule
 from tickets.service import TICKETS, Who
+from tickets.webhooks import DeliveryQuery, Webhook, WebhookCreated, WebhookDelivery, WebhookInput, Webhooks
 from tickets.workflow import WorkflowTemplate
 
 api = Api("tickets")
@@ -94,6 +101,11 @@ class HandBackRequest(BaseModel):
 
 class TemplateDefinition(RootModel[dict[str, Any]]):
     """A workflow template as in ``tickets/schemas/workflows/*.yaml``."""
+
+
+class ProgressQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lang: Language | None = Field(default=None, description="Override the ticket's language")
 
 
 async def _who(request: web.Request) -> Who:
@@ -384,3 +396,159 @@ async def list_staff(request: web.Request) -> list[StaffProfile]:
 async def put_staff(request: web.Request, body: StaffInput) -> StaffProfile:
     user = await request.app[USERS].get(request.match_info["user_id"])
     return await request.app[TICKETS].put_staff(user, body)
+
+
+# ------------------------------------------------------------------------- the customer's progress
+
+
+@api.route(
+    "GET",
+    "/api/progress/{token}",
+    summary="What a customer's signed progress link shows (public; 403 tampered, 410 expired)",
+    role=None,
+    query=ProgressQuery,
+    response=ProgressView,
+)
+async def ticket_progress(request: web.Request, query: ProgressQuery) -> ProgressView:
+    return await request.app[TICKETS].progress(request.match_info["token"], query.lang)
+
+
+async def progress_page(request: web.Request) -> web.Response:
+    """The customer's progress page (HTML, no login); a bad link gets a page saying so, and nothing else."""
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Robots-Tag": "noindex",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    }
+    language = request.query.get("lang")
+    try:
+        view = await request.app[TICKETS].progress(
+            request.match_info["token"],
+            language if language in ("zh", "en") else None,  # type: ignore[arg-type]
+        )
+    except HuiliuError as error:
+        if error.status >= 500:
+            raise
+        return web.Response(
+            text=render_error(error.code), status=error.status, content_type="text/html", headers=headers
+        )
+    zone = request.app[TICKETS].config.timezone
+    other = f"?lang={'zh' if view.language == 'en' else 'en'}"
+    return web.Response(
+        text=render_page(view, zone, other), content_type="text/html", charset="utf-8", headers=headers
+    )
+
+
+WEB = Path(__file__).parent / "web"
+
+
+async def reports_page(request: web.Request) -> web.FileResponse:
+    """The supervisors' report page (it signs in and calls the reports API itself)."""
+    return web.FileResponse(WEB / "reports.html")
+
+
+async def reports_script(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB / "reports.js")
+
+
+def mount_pages(app: web.Application) -> None:
+    """The pages of the tickets package that are not API operations."""
+    app.router.add_get("/p/{token}", progress_page, name="ticket_progress_page")
+    app.router.add_get("/supervisor/reports", reports_page, name="ticket_reports_page")
+    app.router.add_get("/supervisor/reports.js", reports_script, name="ticket_reports_script")
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+
+@api.route(
+    "GET",
+    "/api/reports/tickets",
+    summary="Stage handling times, department response times, SLA compliance, bounces, CSAT, volumes",
+    role=Role.supervisor,
+    query=ReportQuery,
+    response=TicketReport,
+)
+async def ticket_report(request: web.Request, query: ReportQuery) -> TicketReport:
+    return await request.app[TICKETS].reports.tickets(query)
+
+
+@api.route(
+    "GET",
+    "/api/reports/tickets.csv",
+    summary="The same report as CSV (section, key, name_zh, name_en, metric, value)",
+    role=Role.supervisor,
+    query=ReportQuery,
+)
+async def ticket_report_csv(request: web.Request, query: ReportQuery) -> web.Response:
+    report = await request.app[TICKETS].reports.tickets(query)
+    filename = f"tickets-{report.since:%Y%m%d}-{report.until:%Y%m%d}.csv"
+    return web.Response(
+        body=("\ufeff" + report_csv(report)).encode(),  # the BOM makes Excel read the Chinese right
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+# ------------------------------------------------------------------------------ outgoing webhooks
+
+
+def _webhooks(request: web.Request) -> Webhooks:
+    webhooks = request.app[TICKETS].webhooks
+    assert webhooks is not None, "create_service always sets webhooks"
+    return webhooks
+
+
+@api.route(
+    "POST",
+    "/api/webhooks",
+    summary="Subscribe a URL to ticket events (signed with HMAC-SHA256; the secret is shown once)",
+    role=Role.admin,
+    body=WebhookInput,
+    response=WebhookCreated,
+    status=201,
+)
+async def create_webhook(request: web.Request, body: WebhookInput) -> WebhookCreated:
+    user = await current_user(request, Role.admin)
+    return await _webhooks(request).create(body, user.username)
+
+
+@api.route("GET", "/api/webhooks", summary="Webhook subscriptions", role=Role.admin, response=list[Webhook])
+async def list_webhooks(request: web.Request) -> list[Webhook]:
+    return await _webhooks(request).all()
+
+
+@api.route(
+    "DELETE",
+    "/api/webhooks/{webhook_id}",
+    summary="Remove a webhook subscription",
+    role=Role.admin,
+    status=204,
+)
+async def delete_webhook(request: web.Request) -> None:
+    await _webhooks(request).remove(request.match_info["webhook_id"])
+
+
+@api.route(
+    "GET",
+    "/api/webhooks/{webhook_id}/deliveries",
+    summary="Recent deliveries of a webhook, newest first, with each attempt",
+    role=Role.admin,
+    query=DeliveryQuery,
+    response=list[WebhookDelivery],
+)
+async def webhook_deliveries(request: web.Request, query: DeliveryQuery) -> list[WebhookDelivery]:
+    return await _webhooks(request).history(request.match_info["webhook_id"], query)
+
+
+@api.route(
+    "POST",
+    "/api/webhooks/deliveries/{delivery_id}/retry",
+    summary="Send a failed delivery again",
+    role=Role.admin,
+    response=WebhookDelivery,
+)
+async def retry_webhook_delivery(request: web.Request) -> WebhookDelivery:
+    return await _webhooks(request).retry(request.match_info["delivery_id"])

@@ -9,7 +9,7 @@ event's ``idempotency_key`` are the event's key. So a crash between the change a
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.errors import DuplicateKeyError
 
@@ -49,10 +49,17 @@ def event(
     }
 
 
+class EventSink(Protocol):
+    async def record(self, events: list[Doc]) -> None:
+        """Take note of journal events (idempotently by their ``key``); raise if that failed."""
+        ...
+
+
 class Journal:
-    def __init__(self, store: TicketStore, timeline: TimelineService) -> None:
+    def __init__(self, store: TicketStore, timeline: TimelineService, sink: EventSink | None = None) -> None:
         self.store = store
         self.timeline = timeline
+        self.sink = sink
 
     async def write(self, events: list[Doc]) -> None:
         """Store ``events`` in the ticket history and on the customer timeline (safe to repeat)."""
@@ -83,6 +90,8 @@ class Journal:
                 ),
                 Actor(**item["actor"]),
             )
+        if self.sink is not None:
+            await self.sink.record(events)
 
     async def flush(self, ticket: Doc) -> None:
         """Write the ticket's pending events, then take them off the ticket."""

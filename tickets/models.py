@@ -252,6 +252,17 @@ class SlaTimer(BaseModel):
 # --------------------------------------------------------------------------------------------- ticket
 
 
+class Csat(BaseModel):
+    """The customer's satisfaction with one resolution (``cycle``: the resolution it is about)."""
+
+    cycle: int
+    channel: str
+    requested_at: dt.datetime
+    score: int | None = Field(default=None, ge=1, le=5)
+    comment: str = ""
+    answered_at: dt.datetime | None = None
+
+
 class Ticket(BaseModel):
     id: str
     number: str
@@ -284,6 +295,8 @@ class Ticket(BaseModel):
     resolved_at: dt.datetime | None
     closed_at: dt.datetime | None
     version: int
+    reopen_count: int = 0
+    csat: Csat | None = None
 
 
 class TicketPage(BaseModel):
@@ -423,3 +436,65 @@ class Notification(BaseModel):
     ticket_id: str
     customer_id: str
     params: dict[str, Any] = {}
+
+
+# ------------------------------------------------------------------------------------ the customer side
+
+
+class CustomerMessage(BaseModel):
+    """A message a customer sent on a channel, as the channels hand it to ``on_customer_message``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str
+    channel: Channel
+    conversation_id: str | None = None
+    text: str = Field(max_length=10_000)
+    message_key: str = Field(
+        min_length=1, max_length=200, description="The channel's id of the message: a repeat changes nothing"
+    )
+
+
+class CustomerMessageOutcome(BaseModel):
+    """``csat_recorded``: it was a rating (the channel need do nothing more with it); ``reopened``: it
+    reopened a resolved ticket; ``resumed``: it answered a ticket waiting for the customer; ``none``: no
+    ticket is concerned. Except after a rating, the channel carries on with its own handling (the intent
+    pipeline). ``notified`` is what the customer has been sent about it through the ticket notifier (the
+    thanks, "reopened"): the channel must not send it again."""
+
+    action: Literal["csat_recorded", "reopened", "resumed", "none"]
+    ticket: Ticket | None = None
+    notified: str | None = None
+
+
+class ProgressStep(BaseModel):
+    title: str
+    department: str
+    state: StepState
+    state_label: str
+    started_at: dt.datetime | None
+    completed_at: dt.datetime | None
+
+
+class ProgressEvent(BaseModel):
+    at: dt.datetime
+    kind: str
+    text: str
+
+
+class ProgressView(BaseModel):
+    """What the customer's progress page shows of one ticket, in the ticket's language."""
+
+    number: str
+    subject: str
+    language: Language
+    status: str
+    status_label: str
+    department: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    resolved_at: dt.datetime | None
+    workflow: str | None
+    steps: list[ProgressStep]
+    events: list[ProgressEvent]
+    expires_at: dt.datetime

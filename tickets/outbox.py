@@ -114,7 +114,9 @@ class Outbox:
                 {
                     "_id": ticket_id,
                     "outbox_since": {"$exists": True},
-                    "$or": [{"flush_lease": None}, {"flush_lease": {"$lte": now}}],
+                    # No lease, or an expired one; not a top-level $or, which the embedded server
+                    # answers by scanning the whole collection.
+                    "flush_lease": {"$not": {"$gt": now}},
                 },
                 {"$set": {"flush_lease": now + self.lease}},
             )

@@ -1,9 +1,9 @@
 """When an SLA timer next needs a look, somebody must look: ``Scheduler`` asks for a check at a time.
 
-``CeleryScheduler`` sends an ETA task (``tickets.tasks.check_sla_timer``) to the worker; ``InMemoryScheduler``
-keeps the requests for tests that drive a ``FakeClock``. Neither has to be reliable: a lost or doubled
-request is harmless because the periodic sweep finds every due timer in MongoDB and every check is an
-atomic, idempotent state transition (``tickets.sla``).
+``CeleryScheduler`` sends an ETA task (``tickets.tasks.check_sla_timer``) to the worker for checks due
+soon; ``InMemoryScheduler`` keeps the requests for tests that drive a ``FakeClock``. Neither has to be
+reliable: a lost or doubled request is harmless because the periodic sweep finds every due timer in
+MongoDB and every check is an atomic, idempotent state transition (``tickets.sla``).
 """
 
 from __future__ import annotations
@@ -32,10 +32,22 @@ class Scheduler(Protocol):
 
 
 class CeleryScheduler:
-    def __init__(self, celery: Celery) -> None:
+    """ETA tasks for the checks due within ``horizon``; later ones are left to the periodic sweep.
+
+    Why a horizon: a worker holds every ETA task it has received until its time, and Redis hands a task
+    not acknowledged within its visibility timeout (an hour) to a worker again — so ETA tasks for every
+    open ticket's distant resolution target pile up, are redelivered hourly, and slow the checks that are
+    due now (measured by bench/tickets.py). The sweep runs every second and finds every due timer in
+    MongoDB anyway.
+    """
+
+    def __init__(self, celery: Celery, horizon: dt.timedelta = dt.timedelta(minutes=30)) -> None:
         self.celery = celery
+        self.horizon = horizon
 
     async def schedule(self, timer_id: str, at: dt.datetime) -> None:
+        if at - dt.datetime.now(dt.UTC) > self.horizon:
+            return
         try:
             await asyncio.to_thread(self.celery.send_task, CHECK_TASK, args=[timer_id], eta=at, retry=False)
         except Exception as exc:  # the sweep is the safety net; a lost ETA only costs up to one sweep

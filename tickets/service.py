@@ -2,7 +2,7 @@
 dispatch, comments, watchers, collaboration requests and workflows, each change recorded.
 
 How a change is made: read the ticket, decide (raising ``Conflict`` / ``Forbidden`` when it is not
-allowed), then one ``find_one_and_update`` guarded by the ticket's ``version`` applies it together with
+allowed), then one update guarded by the ticket's ``version`` applies it together with
 its consequences — history and timeline events, customer notifications, SLA timer starts and stops — put
 in the ticket's ``outbox``. The outbox is then carried out under a short lease, in order and idempotently
 (``_flush``); what a crash leaves behind, the periodic sweep finishes. So a change and its consequences
@@ -12,6 +12,8 @@ cannot come apart, and concurrent changes retry instead of overwriting each othe
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -23,7 +25,7 @@ from celery import Celery
 from pymongo.errors import DuplicateKeyError
 
 from core.auth import Role, User
-from core.db import Database
+from core.db import Database, as_utc
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.log import get_logger
 from core.settings import Settings
@@ -36,6 +38,9 @@ from tickets.models import (
     ALLOWED_TRANSITIONS,
     Collaboration,
     CollaborationStatus,
+    Csat,
+    CustomerMessage,
+    CustomerMessageOutcome,
     DispatchDecision,
     HistoryEntry,
     IntentOutcome,
@@ -45,6 +50,7 @@ from tickets.models import (
     Notification,
     NotificationChannel,
     Priority,
+    ProgressView,
     Reason,
     Recipient,
     StaffInput,
@@ -60,10 +66,13 @@ from tickets.models import (
 from tickets.notify import Notifier, TimelineNotifier
 from tickets.numbering import TicketNumbers
 from tickets.outbox import Fact, Item, Notice, Outbox, TimerOp
+from tickets.progress import ProgressLinks, progress_view
+from tickets.reports import Reports
 from tickets.rules import IntentRule
 from tickets.scheduler import CeleryScheduler, Scheduler
 from tickets.sla import SlaEngine
 from tickets.store import TicketStore
+from tickets.webhooks import CeleryDeliveryQueue, Webhooks
 from tickets.workflow import Happening, WorkflowEngine, WorkflowTemplate, parse_template
 
 log = get_logger(__name__)
@@ -72,6 +81,10 @@ Doc = dict[str, Any]
 _ATTEMPTS = 8
 _LIVE_STEPS = (StepState.active.value, StepState.waiting.value, StepState.handed_back.value)
 _VIP = Reason(code="vip", zh="VIP 客户", en="VIP customer")
+# The customer notifications that carry the progress link.
+_WITH_PROGRESS_LINK = frozenset(
+    {"ticket.created", "ticket.step_started", "ticket.resolved", "ticket.reopened"}
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,28 @@ Decide = Callable[[Doc], Awaitable[tuple[Doc, list[Item]]]]
 class _AlreadyApplied(Exception):
     def __init__(self, doc: Doc) -> None:
         self.doc = doc
+
+
+class _NotConcerned(Exception):
+    """The ticket changed meanwhile and no longer waits for the customer."""
+
+
+_RATING = re.compile(
+    r"^\s*([1-5１-５一二三四五])\s*(?:分|星|颗星|stars?|/\s*5)?\s*(?:[,，.。:：;；!！、~\-—\s]+(.*))?$",
+    re.IGNORECASE | re.DOTALL,
+)
+_DIGITS = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "１": 1, "２": 2, "３": 3, "４": 4, "５": 5}
+
+
+def parse_rating(text: str) -> tuple[int, str] | None:
+    """A CSAT answer — a score from 1 to 5 first, then an optional comment ("5 很满意", "4分，还行") —
+    or None when the text is something else."""
+    match = _RATING.match(text)
+    if match is None:
+        return None
+    digit = match.group(1)
+    score = _DIGITS.get(digit) or int(digit)
+    return score, (match.group(2) or "").strip()[:2000]
 
 
 def ticket_from_doc(doc: Doc) -> Ticket:
@@ -134,6 +169,8 @@ def ticket_from_doc(doc: Doc) -> Ticket:
         resolved_at=doc.get("resolved_at"),
         closed_at=doc.get("closed_at"),
         version=doc["version"],
+        reopen_count=doc.get("reopen_count", 0),
+        csat=Csat(**doc["csat"]) if doc.get("csat") else None,
     )
 
 
@@ -170,15 +207,19 @@ class TicketService:
         notifier: Notifier,
         scheduler: Scheduler,
         default_region: str = "CN",
+        progress: ProgressLinks | None = None,
+        webhooks: Webhooks | None = None,
     ) -> None:
         self.store = store
+        self.progress_links = progress
+        self.webhooks = webhooks
         self.omni = omni
         self.config = config
         self.clock = clock
         self.notifier = notifier
         self.default_region = default_region
         self.numbers = TicketNumbers(store.counters, config.timezone, config.number_prefix)
-        self.journal = Journal(store, omni.timeline)
+        self.journal = Journal(store, omni.timeline, webhooks)
         self.dispatcher = Dispatcher(store, config.dispatch, clock)
         self.sla = SlaEngine(
             store,
@@ -191,6 +232,7 @@ class TicketService:
             lease=config.lease,
         )
         self.outbox = Outbox(store, self.journal, notifier, self.sla, clock=clock, lease=config.lease)
+        self.reports = Reports(store, config.departments, clock)
 
     # ------------------------------------------------------------------------------------ reading
 
@@ -209,6 +251,21 @@ class TicketService:
             )
             for entry in await self.store.history_of(str(doc["_id"]))
         ]
+
+    async def progress(self, token: str, language: Language | None = None) -> ProgressView:
+        """What the customer's progress link shows (403 / 410 for a bad or expired link)."""
+        if self.progress_links is None:
+            raise NotFound("progress links are not enabled", code="progress_disabled")
+        ticket_id = self.progress_links.verify(token, self.clock.now())
+        try:
+            doc = await self.store.get(ticket_id)
+        except NotFound:
+            raise Forbidden("this progress link is not valid", code="progress_link_invalid") from None
+        expires = dt.datetime.fromtimestamp(int(token.split(".")[1]), dt.UTC)
+        history = await self.store.history_of(ticket_id)
+        return progress_view(
+            doc, history, self.config.departments, language or doc["language"], expires_at=expires
+        )
 
     async def search(self, query: TicketQuery, who: Who) -> TicketPage:
         mongo: Doc = {}
@@ -529,30 +586,178 @@ class TicketService:
                 notice = await self._customer_notice(doc, "ticket.resolved", {})
                 if notice is not None:
                     items.append(notice)
+                    # The rating request goes out on the same channel, right after the news.
+                    csat_request = await self._customer_notice(doc, "ticket.csat_request", {})
+                    assert csat_request is not None
+                    items.append(csat_request)
+                    sets["csat"] = Csat(
+                        cycle=doc.get("resolution_cycle", 1),
+                        channel=notice.notification.channel,
+                        requested_at=now,
+                    ).model_dump(mode="python")
+                    items.append(Fact("ticket.csat_requested", {"channel": notice.notification.channel}))
             elif to == TicketStatus.closed:
                 sets["closed_at"] = now
                 unset["open_key"] = ""
                 items.append(TimerOp("stop", {"outcome": "cancelled"}))
             elif to == TicketStatus.reopened:
-                if doc.get("intent"):
-                    open_key = f"{doc['customer_id']}:{doc['intent']}"
-                    other = await self.store.find_active(open_key)
-                    if other is not None and other["_id"] != doc["_id"]:
-                        raise Conflict(
-                            f"the customer has another active {doc['intent']} ticket: {other['number']}",
-                            code="duplicate_ticket",
-                            ticket=other["number"],
-                        )
-                    sets["open_key"] = open_key
-                cycle = doc.get("resolution_cycle", 1) + 1
-                sets.update({"resolved_at": None, "closed_at": None, "resolution_cycle": cycle})
-                items += self._ticket_timers(doc, cycle=cycle, first_response=False)
+                items += await self._reopening(doc, sets)
             update: Doc = {"$set": sets}
             if unset:
                 update["$unset"] = unset
+            if to == TicketStatus.reopened:
+                update["$inc"] = {"reopen_count": 1}
             return update, items
 
         return ticket_from_doc(await self._mutate(ref, who, decide))
+
+    async def _reopening(self, doc: Doc, sets: Doc) -> list[Item]:
+        """What reopening ``doc`` sets and starts: it is active for its intent again (unless another
+        ticket took that place meanwhile: 409) and a new resolution clock runs (SLA policy: the
+        first-response target was met or missed once and for all)."""
+        if doc.get("intent"):
+            open_key = f"{doc['customer_id']}:{doc['intent']}"
+            other = await self.store.find_active(open_key)
+            if other is not None and other["_id"] != doc["_id"]:
+                raise Conflict(
+                    f"the customer has another active {doc['intent']} ticket: {other['number']}",
+                    code="duplicate_ticket",
+                    ticket=other["number"],
+                )
+            sets["open_key"] = open_key
+        cycle = doc.get("resolution_cycle", 1) + 1
+        sets.update({"resolved_at": None, "closed_at": None, "resolution_cycle": cycle})
+        return self._ticket_timers(doc, cycle=cycle, first_response=False)
+
+    # ------------------------------------------------------------------------- the customer writes
+
+    async def on_customer_message(self, message: CustomerMessage) -> CustomerMessageOutcome:
+        """What a customer's inbound message means for their tickets, for every channel to call before
+        its own handling. A rating ("5 很满意") after a resolution is recorded as the CSAT answer; any
+        other message on a resolved ticket's conversation (or on the channel its resolution was sent
+        on) within ``reopen_days`` reopens it, and on a ticket waiting for the customer it resumes the
+        work. Safe to repeat with the same ``message_key``."""
+        key = f"{message.customer_id}:{message.message_key}"
+        seen = await self.store.find_by_customer_message(key)
+        if seen is not None:
+            actions = [item["action"] for item in seen["customer_messages"] if item["key"] == key]
+            return CustomerMessageOutcome(action=actions[0], ticket=ticket_from_doc(seen))
+        customer = await self.omni.customers.live(message.customer_id)
+        doc = await self._concerned_ticket(customer, message)
+        if doc is None:
+            return CustomerMessageOutcome(action="none")
+        actor = Actor(type="customer", id=customer.id, name=customer.name)
+        who = Who(actor)
+        outcome: dict[str, Any] = {}
+
+        async def decide(current: Doc) -> tuple[Doc, list[Item]]:
+            outcome.clear()  # a retry after a concurrent change decides afresh
+            if any(item["key"] == key for item in current.get("customer_messages", [])):
+                raise _AlreadyApplied(current)
+            status = TicketStatus(current["status"])
+            csat = current.get("csat")
+            rating = parse_rating(message.text) if csat and csat.get("score") is None else None
+            push: Doc = {"customer_messages": {"key": key, "action": ""}}
+            sets: Doc = {}
+            items: list[Item] = []
+            said = Fact(
+                "ticket.customer_replied",
+                {"text": message.text},
+                channel=message.channel,
+                conversation_id=message.conversation_id,
+            )
+            if status == TicketStatus.resolved and rating is not None:
+                score, comment = rating
+                outcome["action"] = "csat_recorded"
+                sets.update(
+                    {"csat.score": score, "csat.comment": comment, "csat.answered_at": self.clock.now()}
+                )
+                items.append(
+                    Fact(
+                        "ticket.csat_recorded",
+                        {"score": score, "comment": comment, "cycle": csat["cycle"] if csat else 1},
+                        channel=message.channel,
+                        conversation_id=message.conversation_id,
+                    )
+                )
+                thanks = await self._customer_notice(current, "ticket.csat_thanks", {})
+                if thanks is not None:
+                    items.append(thanks)
+                    outcome["notified"] = thanks.notification.text
+            elif status == TicketStatus.resolved:
+                outcome["action"] = "reopened"
+                sets["status"] = TicketStatus.reopened.value
+                items += [
+                    said,
+                    Fact(
+                        "ticket.status_changed",
+                        {
+                            "from": status.value,
+                            "to": TicketStatus.reopened.value,
+                            "reason": "the customer wrote again",
+                        },
+                    ),
+                    *await self._reopening(current, sets),
+                ]
+                notice = await self._customer_notice(current, "ticket.reopened", {})
+                if notice is not None:
+                    items.append(notice)
+                    outcome["notified"] = notice.notification.text
+            elif status == TicketStatus.pending_customer:
+                outcome["action"] = "resumed"
+                sets["status"] = TicketStatus.open.value
+                items += [
+                    said,
+                    Fact(
+                        "ticket.status_changed",
+                        {
+                            "from": status.value,
+                            "to": TicketStatus.open.value,
+                            "reason": "the customer answered",
+                        },
+                    ),
+                    TimerOp("resume", {}),
+                ]
+            else:
+                raise _NotConcerned()
+            push["customer_messages"]["action"] = outcome["action"]
+            update: Doc = {"$push": push}
+            if sets:
+                update["$set"] = sets
+            if outcome["action"] == "reopened":
+                update["$inc"] = {"reopen_count": 1}
+            return update, items
+
+        try:
+            after = await self._mutate(str(doc["_id"]), who, decide)
+        except _AlreadyApplied as seen_in:
+            actions = [item["action"] for item in seen_in.doc["customer_messages"] if item["key"] == key]
+            return CustomerMessageOutcome(action=actions[0], ticket=ticket_from_doc(seen_in.doc))
+        except _NotConcerned:
+            return CustomerMessageOutcome(action="none")
+        return CustomerMessageOutcome(
+            action=outcome["action"], ticket=ticket_from_doc(after), notified=outcome.get("notified")
+        )
+
+    async def _concerned_ticket(self, customer: Customer, message: CustomerMessage) -> Doc | None:
+        """The customer's most recent ticket a message on this conversation/channel answers, if any."""
+        now = self.clock.now()
+        window = self.config.reopen_window
+        candidates = []
+        for doc in await self.store.awaiting_customer(customer.id):
+            reach = _reach(customer, Channel(doc["channel"]))
+            on_its_conversation = (
+                message.conversation_id is not None and doc.get("conversation_id") == message.conversation_id
+            )
+            on_its_channel = reach is not None and reach[0] == message.channel.value
+            if not (on_its_conversation or on_its_channel):
+                continue
+            if doc["status"] == TicketStatus.resolved and (
+                doc.get("resolved_at") is None or as_utc(doc["resolved_at"]) < now - window
+            ):
+                continue
+            candidates.append(doc)
+        return max(candidates, key=lambda doc: doc["updated_at"], default=None)
 
     # ------------------------------------------------------------------------------------ dispatch
 
@@ -1079,6 +1284,10 @@ class TicketService:
         channel, address = reach
         language: Language = doc["language"]
         params = {"number": doc["number"], **params}
+        rendered = text if text is not None else self.config.messages.render(template, language, params)
+        if self.progress_links is not None and template in _WITH_PROGRESS_LINK:
+            params["link"] = self.progress_links.url(str(doc["_id"]), self.clock.now())
+            rendered += self.config.messages.render("progress.link", language, params)
         return Notice(
             Notification(
                 idempotency_key="(set when stamped)",
@@ -1088,7 +1297,7 @@ class TicketService:
                 ),
                 template=template,
                 language=language,
-                text=text if text is not None else self.config.messages.render(template, language, params),
+                text=rendered,
                 ticket_id=str(doc["_id"]),
                 customer_id=customer.id,
                 params=params,
@@ -1166,12 +1375,25 @@ def create_service(
         broker_connection_timeout=1,
         broker_transport_options={"socket_connect_timeout": 1, "socket_timeout": 2, "max_retries": 0},
     )
+    config = load_config(settings)
+    options = config.options
+    clock = SystemClock()
+    base_url = settings.public_url or f"http://{settings.web_host}:{settings.web_port}"
     return TicketService(
         TicketStore(db),
         omni,
-        load_config(settings),
-        clock=SystemClock(),
+        config,
+        clock=clock,
         notifier=notifier or TimelineNotifier(omni.timeline),
         scheduler=CeleryScheduler(producer),
         default_region=settings.default_region,
+        progress=ProgressLinks(settings.secret(), base_url, dt.timedelta(days=options.progress_link_days)),
+        webhooks=Webhooks(
+            db,
+            clock=clock,
+            queue=CeleryDeliveryQueue(producer),
+            max_attempts=options.webhook_max_attempts,
+            backoff=dt.timedelta(seconds=options.webhook_backoff_seconds),
+            timeout=dt.timedelta(seconds=options.webhook_timeout_seconds),
+        ),
     )

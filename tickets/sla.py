@@ -2,7 +2,7 @@
 
 A timer is one MongoDB document (``sla_timers``) holding everything needed to fire it: when it is due,
 when to remind, the escalation chain, how far along the chain it is. Firing is an atomic state transition
-on that document — ``find_one_and_update`` guarded by the state it expects (``generation``, ``level``,
+on that document — an update guarded by the state it expects (``generation``, ``level``,
 ``reminded_at``) — so of two deliveries of the same check, or a Celery ETA task racing the periodic sweep,
 exactly one moves the timer on. The side effects of the move (notifications, history, timeline) are
 written into the document by the same update and executed afterwards under a short lease; a worker that
@@ -32,7 +32,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pymongo import ReturnDocument
 
 from core.log import get_logger
 from omnichannel import Actor
@@ -50,7 +49,7 @@ from tickets.models import (
 )
 from tickets.notify import Messages, Notifier
 from tickets.scheduler import Scheduler
-from tickets.store import TicketStore
+from tickets.store import TicketStore, update_by_id
 
 log = get_logger(__name__)
 
@@ -478,7 +477,8 @@ class SlaEngine:
             if doc.get("remind_left_seconds") is not None:
                 resumed["remind_at"] = business.add(now, dt.timedelta(seconds=doc["remind_left_seconds"]))
             resumed["next_check_at"] = _next_check(resumed)
-            updated = await self.store.timers.find_one_and_update(
+            updated = await update_by_id(
+                self.store.timers,
                 {"_id": doc["_id"], "state": "paused", "generation": doc["generation"]},
                 {
                     "$set": {
@@ -490,7 +490,6 @@ class SlaEngine:
                     },
                     "$inc": {"generation": 1, "paused_seconds": (now - doc["paused_at"]).total_seconds()},
                 },
-                return_document=ReturnDocument.AFTER,
             )
             if updated is not None and updated["next_check_at"] is not None:
                 await self.scheduler.schedule(updated["_id"], updated["next_check_at"])
@@ -543,10 +542,10 @@ class SlaEngine:
                 return
             now = self.clock.now()
             if doc.get("effects_pending"):
-                claimed = await self.store.timers.find_one_and_update(
+                claimed = await update_by_id(
+                    self.store.timers,
                     {"_id": timer_id, "effects_pending": True, "lease_until": {"$lte": now}},
                     {"$set": {"lease_until": now + self.lease}},
-                    return_document=ReturnDocument.AFTER,
                 )
                 if claimed is None:
                     return  # someone holds a live lease on these effects
@@ -558,9 +557,7 @@ class SlaEngine:
             if move is None:
                 return
             guard, update = move
-            updated = await self.store.timers.find_one_and_update(
-                guard, update, return_document=ReturnDocument.AFTER
-            )
+            updated = await update_by_id(self.store.timers, guard, update)
             if updated is None:
                 continue  # somebody else moved it first; look again
             if updated["effects_pending"]:

@@ -12,7 +12,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from core.db import Database, register_indexes
+from core.db import Database, register_indexes, update_returning
 from core.errors import NotFound
 from core.pagination import before, encode_cursor
 
@@ -22,12 +22,11 @@ register_indexes(
     "tickets",
     IndexModel([("number", ASCENDING)], unique=True),
     # One active ticket per customer and intent: the database refuses a second one, which makes
-    # de-duplication atomic (the loser of a race appends to the winner's ticket).
+    # de-duplication atomic (the loser of a race appends to the winner's ticket). Sparse, not partial:
+    # only active tickets have an ``open_key`` (never null), and the embedded server plans queries with
+    # sparse indexes but scans the collection past partial ones.
     IndexModel(
-        [("open_key", ASCENDING)],
-        unique=True,
-        name="one_active_ticket_per_customer_intent",
-        partialFilterExpression={"open_key": {"$type": "string"}},
+        [("open_key", ASCENDING)], unique=True, sparse=True, name="one_active_ticket_per_customer_intent_v2"
     ),
     IndexModel([("customer_id", ASCENDING), ("created_at", DESCENDING)]),
     IndexModel([("assignee_id", ASCENDING), ("status", ASCENDING)]),
@@ -35,6 +34,7 @@ register_indexes(
     IndexModel([("department", ASCENDING), ("status", ASCENDING)]),
     IndexModel([("created_at", DESCENDING), ("_id", DESCENDING)]),
     IndexModel([("signal_keys", ASCENDING)]),
+    IndexModel([("customer_messages.key", ASCENDING)], sparse=True),
     IndexModel([("outbox_since", ASCENDING)], sparse=True),
 )
 register_indexes(
@@ -53,6 +53,14 @@ register_indexes(
     IndexModel([("lead_of", ASCENDING)]),
     IndexModel([("supervisor_of", ASCENDING)]),
 )
+
+
+async def update_by_id(collection: Any, query: Doc, update: Doc) -> Doc | None:
+    """Apply ``update`` to the one document ``query`` (which names its ``_id``) matches; that document after
+    it, or None (see ``core.db.update_returning``: the embedded server's findAndModify scans the whole
+    collection). Counters keep ``find_one_and_update``: they need the value their own increment made."""
+    return await update_returning(collection, query, update)
+
 
 # Statuses in which a ticket counts towards its assignee's load.
 LOAD_STATUSES = ["new", "open", "pending-customer", "pending-internal", "reopened"]
@@ -85,13 +93,20 @@ class TicketStore:
     async def find_by_signal(self, key: str) -> Doc | None:
         return await self.tickets.find_one({"signal_keys": key})  # type: ignore[no-any-return]
 
+    async def find_by_customer_message(self, key: str) -> Doc | None:
+        return await self.tickets.find_one({"customer_messages.key": key})  # type: ignore[no-any-return]
+
+    async def awaiting_customer(self, customer_id: str) -> list[Doc]:
+        """The customer's tickets a message from them may concern: resolved, or waiting for them."""
+        query = {"customer_id": customer_id, "status": {"$in": ["resolved", "pending-customer"]}}
+        return [doc async for doc in self.tickets.find(query, limit=50)]
+
     async def insert(self, doc: Doc) -> None:
         await self.tickets.insert_one(doc)
 
     async def update(self, query: Doc, update: Doc) -> Doc | None:
-        return await self.tickets.find_one_and_update(  # type: ignore[no-any-return]
-            query, update, return_document=ReturnDocument.AFTER
-        )
+        """The ticket ``query`` (by ``_id``) matches, after ``update``; None if none matched."""
+        return await update_by_id(self.tickets, query, update)
 
     async def page(self, query: Doc, limit: int, cursor: str | None) -> tuple[list[Doc], str | None]:
         if cursor:

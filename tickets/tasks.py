@@ -24,6 +24,7 @@ from core.worker import app
 from omnichannel import Omnichannel
 from omnichannel.channels import create_channels
 from tickets.service import TicketService, create_service
+from tickets.webhooks import Webhooks
 
 T = TypeVar("T")
 
@@ -88,3 +89,20 @@ def check_sla_timer(timer_id: str) -> None:
 def sweep() -> int:
     """The safety net, run by beat: every due timer and every unfinished ticket outbox."""
     return _run(lambda service: service.sweep())
+
+
+@app.task(name="tickets.tasks.deliver_webhook", ignore_result=True)  # type: ignore[untyped-decorator]
+def deliver_webhook(delivery_id: str) -> None:
+    """One attempt at an outgoing webhook delivery (repeats are harmless: it is claimed under a lease)."""
+    _run(lambda service: _webhooks(service).deliver(delivery_id))
+
+
+@app.task(name="tickets.tasks.sweep_webhooks", ignore_result=True)  # type: ignore[untyped-decorator]
+def sweep_webhooks() -> int:
+    """The safety net for webhook deliveries whose task was lost."""
+    return _run(lambda service: _webhooks(service).sweep())
+
+
+def _webhooks(service: TicketService) -> Webhooks:
+    assert service.webhooks is not None, "create_service always sets webhooks"
+    return service.webhooks

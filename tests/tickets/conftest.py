@@ -29,8 +29,12 @@ from tickets import (
     load_config,
 )
 from tickets.models import StaffInput, TicketQuery
+from tickets.progress import ProgressLinks
+from tickets.webhooks import InMemoryDeliveryQueue, Webhooks
 
 SHANGHAI = zoneinfo.ZoneInfo("Asia/Shanghai")
+PROGRESS_SECRET = "test-secret-key-not-for-production"
+PROGRESS_BASE = "http://progress.test"
 # Wednesday 2026-11-25, 10:00 in Shanghai: inside office hours.
 START = dt.datetime(2026, 11, 25, 10, 0, tzinfo=SHANGHAI)
 
@@ -56,6 +60,11 @@ def scheduler() -> InMemoryScheduler:
 
 
 @pytest.fixture
+def deliveries() -> InMemoryDeliveryQueue:
+    return InMemoryDeliveryQueue()
+
+
+@pytest.fixture
 async def omni(db: Database) -> Omnichannel:
     return Omnichannel.create(db, None)
 
@@ -68,9 +77,17 @@ async def tickets(
     clock: FakeClock,
     notifier: RecordingNotifier,
     scheduler: InMemoryScheduler,
+    deliveries: InMemoryDeliveryQueue,
 ) -> TicketService:
     service = TicketService(
-        TicketStore(db), omni, config, clock=clock, notifier=notifier, scheduler=scheduler
+        TicketStore(db),
+        omni,
+        config,
+        clock=clock,
+        notifier=notifier,
+        scheduler=scheduler,
+        progress=ProgressLinks(PROGRESS_SECRET, PROGRESS_BASE),
+        webhooks=Webhooks(db, clock=clock, queue=deliveries),
     )
     scheduler.bind(service.sla.check)
     return service

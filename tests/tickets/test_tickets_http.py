@@ -36,7 +36,7 @@ async def team(admin: ApiClient) -> dict[str, str]:
 
 
 async def test_an_agent_works_a_ticket_from_the_callers_words(
-    agent: ApiClient, supervisor: ApiClient, team: dict[str, str]
+    agent: ApiClient, supervisor: ApiClient, http: ApiClient, team: dict[str, str]
 ) -> None:
     _, resolved, _ = await agent.request("POST", "/api/customers/resolve", json=CALLER)
     customer_id = resolved["customer"]["id"]
@@ -101,7 +101,12 @@ async def test_an_agent_works_a_ticket_from_the_callers_words(
         "GET", f"/api/customers/{customer_id}/timeline?kind=notification.queued"
     )
     texts = [e["body"]["text"] for e in queued["events"] if e["body"]["template"] == "ticket.created"]
-    assert texts == [f"您好，您的工单 {number}（退货申请）已受理，我们会尽快处理。"]
+    [text] = texts
+    greeting, link = text.split(" 查看进度：")
+    assert greeting == f"您好，您的工单 {number}（退货申请）已受理，我们会尽快处理。"
+    token = link.rsplit("/p/", 1)[1]
+    status, progress, _ = await http.request("GET", f"/api/progress/{token}")
+    assert status == 200 and progress["number"] == number and progress["language"] == "zh"
 
 
 async def test_roles_agents_work_supervisors_reassign_admins_manage(
