@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Debian packages the platform and its tests use (command-or-file:package).
 SYSTEM_DEPS := redis-server:redis-server kamailio:kamailio espeak-ng:espeak-ng sox:sox sipp:sip-tester \
-	chromium:chromium docker-compose:docker-compose \
-	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei
+	chromium:chromium docker-compose:docker-compose svmap:sipvicious \
+	/usr/share/fonts/truetype/wqy/wqy-microhei.ttc:fonts-wqy-microhei /usr/lib/dovecot/imap:dovecot-imapd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system lint typecheck pytest lock clean

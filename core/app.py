@@ -12,12 +12,14 @@ from aiohttp import web
 
 from agent_desktop import DESKTOP, Desktop, DesktopSockets
 from agent_desktop.http import api as agent_desktop_api
+from agent_desktop.socket import agent_room
+from agent_desktop.softphone import Softphone, agents_own_their_calls, call_access, use_host_addresses
 from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER
 from core.audit import AuditLog
-from core.auth import UserService
-from core.bus import EventBus
+from core.auth import User, UserService
+from core.bus import EventBus, connect_redis
 from core.db import Database
-from core.demo import seed_demo
+from core.demo import seed_demo, seed_demo_kb
 from core.http import (
     APIS,
     AUDIT,
@@ -37,13 +39,16 @@ from ivr_flows.http import api as ivr_flows_api
 from omnichannel import OMNICHANNEL, Omnichannel
 from omnichannel.channels import CHANNELS, create_channels
 from omnichannel.channels.http import api as channels_api
+from omnichannel.channels.webchat_http import api as webchat_api
+from omnichannel.channels.webchat_http import mount_webchat
 from omnichannel.http import api as omnichannel_api
 from telephony.control import CallControl
-from telephony.http import CALL_CONTROL, TELEPHONY_STORE
+from telephony.http import CALL_ACCESS, CALL_CONTROL, TELEPHONY_STORE
 from telephony.http import api as telephony_api
 from telephony.store import TelephonyStore
 from tickets import TICKETS, create_service
 from tickets.http import api as tickets_api
+from tickets.http import mount_pages as mount_ticket_pages
 
 log = get_logger(__name__)
 
@@ -51,6 +56,7 @@ DATABASE = web.AppKey("database", Database)
 REDIS = web.AppKey("redis", aioredis.Redis)
 BUS = web.AppKey("bus", EventBus)
 SOCKETS = web.AppKey("sockets", DesktopSockets)
+SOFTPHONE = web.AppKey("softphone", Softphone)
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -70,16 +76,21 @@ def build_app(settings: Settings) -> web.Application:
         telephony_api,
         agent_desktop_api,
         channels_api,
+        webchat_api,
     ]
     app.cleanup_ctx.append(_services)
     # Socket.IO routes must exist before the app starts; one Redis channel per database (tenant).
     app[SOCKETS] = DesktopSockets(redis_url=settings.redis_url, channel=f"huiliu-socketio:{settings.db_name}")
     app[SOCKETS].attach(app)
+    mount_webchat(app, settings)  # the widget's own Socket.IO server; starts after _services
     for api in app[APIS]:
         api.mount(app)
     mount_core_routes(app)
+    mount_ticket_pages(app)
     app.router.add_get("/", _redirect_to_admin)
     app.router.add_get("/admin", _admin_page)
+    app.router.add_get("/desktop", _desktop_page)
+    app.router.add_get("/wallboard", _wallboard_page)
     app.router.add_static("/static/", STATIC_DIR, name="static")
     return app
 
@@ -88,9 +99,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     assert settings.mongo_url is not None and settings.redis_url is not None
     db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
-    redis = aioredis.from_url(
-        settings.redis_url, socket_timeout=2, socket_connect_timeout=2, health_check_interval=15
-    )
+    redis = connect_redis(settings.redis_url)
     bus = EventBus(redis, db)
     users = UserService(
         db,
@@ -112,7 +121,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[CALL_CONTROL] = CallControl(app[TELEPHONY_STORE], redis)
     app[FLOWS] = create_flow_service(db, bus)
     app[DESKTOP] = Desktop.create(db, app[OMNICHANNEL], app[TICKETS], users, app[SOCKETS])
-    app[SOCKETS].bind(users.resolve, app[DESKTOP].acd)
+    app[SOCKETS].bind(users.resolve, app[DESKTOP])
+    app[SOFTPHONE] = _softphone(app, redis, settings)
+    app[CALL_ACCESS] = agents_own_their_calls(app[DESKTOP].store)
     prepared = asyncio.Event()
 
     async def schema_ready() -> None:
@@ -127,6 +138,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[SOCKETS].start()
     await app[DESKTOP].acd.start()
     yield
+    await app[SOFTPHONE].close()
     await app[DESKTOP].acd.stop()
     await app[SOCKETS].stop()
     preparing.cancel()
@@ -136,6 +148,30 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await bus.stop()
     await redis.aclose()
     await db.close()
+
+
+def _softphone(app: web.Application, redis: aioredis.Redis, settings: Settings) -> Softphone:
+    """Web softphone legs for agents and supervisors (listen / whisper / barge), on the desktop's sockets."""
+    sio = app[SOCKETS].sio
+    audit = app[AUDIT]
+
+    async def notify(agent_id: str, payload: dict[str, object]) -> None:
+        await sio.emit("supervision", payload, room=agent_room(agent_id), namespace="/agent")
+
+    async def record(user: User, action: str, call_id: str, details: dict[str, object]) -> None:
+        actor = {"id": user.id, "username": user.username, "role": user.role.value}
+        await audit.record(actor=actor, action=action, target=f"call:{call_id}", status=200, details=details)
+
+    use_host_addresses([part.strip() for part in settings.webrtc_host_addresses.split(",") if part.strip()])
+    softphone = Softphone(
+        redis,
+        db_name=settings.db_name,
+        authorize=call_access(app[DESKTOP].store, app[TELEPHONY_STORE], app[CALL_CONTROL]),
+        notify=notify,
+        audit=record,
+    )
+    softphone.attach(sio)
+    return softphone
 
 
 async def _prepare_until_ready(
@@ -150,6 +186,7 @@ async def _prepare_until_ready(
                 log.info("database.migrated", applied=applied)
             if settings.demo:
                 await seed_demo(users)
+                await seed_demo_kb(db)
             log.info("database.ready")
             prepared.set()
             return
@@ -165,3 +202,11 @@ async def _redirect_to_admin(request: web.Request) -> web.StreamResponse:
 
 async def _admin_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "admin.html")
+
+
+async def _desktop_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "desktop.html")
+
+
+async def _wallboard_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "wallboard.html")

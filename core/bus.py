@@ -22,13 +22,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.db import Database, utcnow
 from core.jsonutil import dumps
 from core.log import get_logger
 
 log = get_logger(__name__)
+
+
+def connect_redis(
+    url: str, *, socket_timeout: float = 2.0, health_check_interval: int = 15
+) -> aioredis.Redis:
+    """A Redis client that rides out a Redis restart: the first command on a connection the server closed
+    is retried on a fresh one (without this it fails once per pooled connection after every restart)."""
+    return aioredis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=2,
+        health_check_interval=health_check_interval,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+    )
+
 
 Event = dict[str, Any]
 Handler = Callable[[Event], Awaitable[None]]

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("beat", help="the Celery beat scheduler")
     commands.add_parser("migrate", help="create indexes and apply schema migrations")
     commands.add_parser("config", help="validate the settings and print them (secrets masked)")
+    commands.add_parser("email", help="the inbound SMTP listener of the email channel")
     user = commands.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     create = user.add_parser(
         "create", help="create a user (password from HUILIU_NEW_USER_PASSWORD or prompt)"
@@ -130,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     from telephony.cli import add_parser as add_telephony_parser
 
     add_telephony_parser(commands)
+    from ivr_flows.cli import add_parser as add_flows_parser
+
+    add_flows_parser(commands)
+    from core.traffic import add_parser as add_demo_parser
+
+    add_demo_parser(commands)
     return parser
 
 
@@ -151,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _web(settings)
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command == "email":
+        from omnichannel.channels.mail_process import main as email_main
+
+        return email_main(settings)
     if args.command == "config":
         return _check_config(settings)
     if args.command == "asr":
@@ -161,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from telephony.cli import main as telephony_main
 
         return telephony_main(settings, args)
+    if args.command == "flows":
+        from ivr_flows.cli import main as flows_main
+
+        return flows_main(settings, args)
+    if args.command == "demo":
+        from core.traffic import main as demo_main
+
+        return demo_main(settings, args)
     return _create_user(settings, args)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from core.auth import NewUser, Role, UserService
+from core.db import Database
 
 DEMO_USERS = (
     NewUser(
@@ -27,3 +28,12 @@ DEMO_USERS = (
 async def seed_demo(users: UserService) -> None:
     for user in DEMO_USERS:
         await users.ensure(user)
+
+
+async def seed_demo_kb(db: Database) -> None:
+    """A few knowledge base articles (zh/en) the chat bot answers from."""
+    from omnichannel.channels.kb import DEMO_ARTICLES, KnowledgeBase
+
+    kb = KnowledgeBase(db)
+    for article in DEMO_ARTICLES:
+        await kb.ensure(article)

@@ -74,13 +74,37 @@ class Settings(BaseModel):
     telephony_recordings_dir: Path | None = None
     telephony_recording_retention_days: int = Field(default=90, ge=0, description="0 keeps them forever")
     telephony_demo_number: str = Field(default="1000", pattern=r"^\+?[A-Za-z0-9_.-]{1,32}$")
-    telephony_router: str = Field(default="telephony.demo:router", pattern=r"^[\w.]+(:\w+)?$")
+    telephony_router: str = Field(default="ivr_flows.line:router", pattern=r"^[\w.]+(:\w+)?$")
     telephony_heartbeat_seconds: float = Field(default=1.0, gt=0, le=60)
     telephony_node_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     telephony_drain_seconds: float = Field(default=30.0, ge=0)
     telephony_registrar: str | None = None
+    # The SIP front's defences: requests per 2 s from one source address before Kamailio drops it (the
+    # workers and this host are exempt), and digest authentication of SIP phones that REGISTER (the
+    # password of user U is the first 24 hex digits of sha256("<secret_key>:sip:<U>"); off: only this
+    # host may register).
+    telephony_flood_requests: int = Field(default=200, ge=10, le=100_000)
+    telephony_phone_auth: bool = False
     telephony_sip_username: str | None = None
     telephony_sip_password: SecretStr | None = None
+
+    # Web softphone (agent_desktop/softphone.py): the addresses the web process offers browsers for WebRTC
+    # media, comma-separated; empty = every non-loopback interface (aioice's discovery).
+    webrtc_host_addresses: str = Field(default="", pattern=r"^[0-9a-fA-F.:, ]*$")
+
+    # IVR (ivr_flows/) on the telephony workers: which flow answers which dialed number ("number=flow",
+    # comma-separated; "*" is every other number), how often a worker re-reads the active versions in
+    # case a bus message was lost, and what the live transcript covers: "listen" nodes only, the whole
+    # call in ivr_transcript_language, or nothing.
+    ivr_lines: str = Field(
+        default="*=main", pattern=r"^\s*[^=,\s]+=[a-z][a-z0-9_-]*(\s*,\s*[^=,\s]+=[a-z][a-z0-9_-]*)*\s*$"
+    )
+    ivr_flow_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+    ivr_transcribe: Literal["listen", "call", "off"] = "listen"
+    # After a listen node's timeout, how long recognition may still take: utterance engines (whisper)
+    # decode only once the caller stopped speaking, which takes seconds on a busy CPU.
+    ivr_listen_decode_seconds: float = Field(default=15.0, gt=0, le=120)
+    ivr_transcript_language: str = Field(default="zh", pattern=r"^[a-z]{2}$")
 
     # SMS (omnichannel/channels/): the local sink for development or an HTTP gateway. Webhooks from the
     # gateway are signed with HMAC-SHA256 over "<timestamp>.<raw body>" using sms_webhook_secret.
@@ -106,6 +130,46 @@ class Settings(BaseModel):
     wechat_reply_timeout_seconds: float = Field(default=3.5, gt=0, lt=5)
     wechat_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
     webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
+
+    # Web chat (omnichannel/channels/webchat.py): a second Socket.IO server on webchat_path for the widget on
+    # other sites; webchat_allowed_origins is a comma-separated list of page origins ("*" = any).
+    webchat_allowed_origins: str = "*"
+    webchat_max_chars: int = Field(default=2000, ge=1, le=20_000)
+    webchat_max_attachment_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    webchat_visitor_ttl_days: int = Field(default=365, ge=1, le=3650)
+    webchat_visitors_per_minute: int = Field(default=30, ge=1, description="New visitor tokens per address")
+
+    # The self-service bot (omnichannel/channels/bot.py) in front of agents on web chat, WeChat and SMS.
+    bot_enabled: bool = True
+    bot_kb_threshold: float = Field(default=0.5, gt=0, le=1, description="KB answer confidence needed")
+    bot_handoff_queue: str = Field(default="chat", pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    bot_idle_resolve_seconds: float = Field(default=900.0, gt=0)
+
+    # CRM/ERP connector (omnichannel/crm.py): order status, stock, payment state.
+    crm_provider: Literal["demo", "http"] = "demo"
+    crm_http_base_url: str | None = None
+    crm_http_api_key: SecretStr | None = None
+    crm_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    # Email (omnichannel/channels/email.py): `huiliu email` listens for SMTP; outbound goes to smtp_host.
+    email_enabled: bool = False
+    email_listen_host: str = "127.0.0.1"
+    email_listen_port: int = Field(default=2525, ge=1, le=65535)
+    email_address: str = "service@huiliu.local"
+    email_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    # IMAP polling (omnichannel/channels/imap.py): `huiliu email` polls this mailbox when imap_host is set.
+    imap_host: str | None = None
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_folder: str = Field(default="INBOX", min_length=1, max_length=255)
+    imap_interval_seconds: float = Field(default=30.0, ge=1, le=3600)
+    imap_tls: Literal["implicit", "starttls", "none"] = "implicit"
 
     def secret(self) -> str:
         """The signing secret; under the embedded defaults it is generated once into ``data_dir``."""

@@ -59,6 +59,8 @@ class Supervisor:
             Child("worker", [python, "-m", "core.cli", "worker"]),
             Child("beat", [python, "-m", "core.cli", "beat"]),
         ]
+        if self.settings.email_enabled:  # the SMTP listener (omnichannel/channels/mail_process.py)
+            self.children.append(Child("email", [python, "-m", "core.cli", "email"]))
         if self.settings.telephony_enabled:  # Kamailio and the pjsua2 worker pool (telephony.pool)
             self.children.append(Child("telephony", [python, "-m", "core.cli", "telephony"]))
         for child in self.children:
