@@ -158,7 +158,7 @@ async def test_bot_resolution_below_seventy_percent_alerts_from_bot_outcomes(
         0.7,
     )
     board = await board_where(socket, lambda board: board["bot"]["rate"] is not None, within=2)
-    assert board["bot"] == {"resolved": 2, "handed_off": 2, "rate": 0.5}
+    assert board["bot"] == {"resolved": 2, "handed_off": 2, "abandoned": 0, "rate": 0.5}
 
 
 async def test_supervisor_forces_an_agent_onto_a_break_and_it_is_audited(
