@@ -98,20 +98,29 @@ def goertzel(samples: list[int], rate: int, hz: float) -> float:
 
 
 def heard(path: Path, start: float, end: float) -> dict[str, float]:
-    """What the caller heard between ``start`` and ``end`` seconds into its call: RMS and the amplitude
-    (as RMS) of each test tone."""
+    """What the caller heard between ``start`` and ``end`` seconds into its call: RMS, and the amplitude (as
+    RMS) of each test tone — over the whole span, and the loudest and the median of its half-second pieces
+    (a tone that got through shows in its loudest piece; one that did not stays low in the median even if
+    a burst of line noise passes by)."""
     with wave.open(str(path), "rb") as wav:
         rate = wav.getframerate()
         data = wav.readframes(wav.getnframes())
     values = list(struct.unpack(f"<{len(data) // 2}h", data))[int(rate * start) : int(rate * end)]
     rms = math.sqrt(sum(v * v for v in values) / len(values)) if values else 0.0
-    return {
-        "rms": round(rms, 1),
-        "caller_tone": round(goertzel(values, rate, CALLER_HZ), 1),
-        "agent_tone": round(goertzel(values, rate, AGENT_HZ), 1),
-        "supervisor_tone": round(goertzel(values, rate, SUPERVISOR_HZ), 1),
-        "seconds": round(len(values) / rate, 2),
-    }
+    pieces = [values[at : at + rate // 2] for at in range(0, len(values) - rate // 2 + 1, rate // 2)] or [
+        values
+    ]
+    report = {"rms": round(rms, 1), "seconds": round(len(values) / rate, 2)}
+    for name, hz in (
+        ("caller_tone", CALLER_HZ),
+        ("agent_tone", AGENT_HZ),
+        ("supervisor_tone", SUPERVISOR_HZ),
+    ):
+        levels = sorted(goertzel(piece, rate, hz) for piece in pieces)
+        report[name] = round(goertzel(values, rate, hz), 1)
+        report[f"{name}_max"] = round(levels[-1], 1)
+        report[f"{name}_median"] = round(levels[len(levels) // 2], 1)
+    return report
 
 
 async def open_page(

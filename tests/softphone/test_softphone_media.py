@@ -40,6 +40,9 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return report
 
 
+ABSENT_AMPLITUDE = (
+    2000.0  # a tone that reaches the caller measures ~11,000; line noise under load reaches ~900
+)
 PRESENT_DB = -50.0  # a tone at the analyser (2048-point FFT at 48 kHz) well above the noise floor
 ABSENT_DB = -70.0
 
@@ -62,28 +65,28 @@ def test_the_caller_and_the_agent_hear_each_other(journey: dict) -> None:
         assert heard[440.0] > PRESENT_DB and heard[1000.0] < ABSENT_DB and heard[2000.0] < ABSENT_DB, heard
     caller = journey["caller_before_supervisor"]
     assert journey["caller"]["call"]["connected"]
-    assert caller["agent_tone"] > 3000, caller
-    assert caller["caller_tone"] < caller["agent_tone"] / 10, caller  # its own voice does not come back
+    assert caller["agent_tone_max"] > 3000, caller
+    assert caller["caller_tone_median"] < ABSENT_AMPLITUDE, caller  # its own voice does not come back
 
 
 def test_a_listening_supervisor_hears_both_sides_and_nobody_hears_them(journey: dict) -> None:
     for heard in levels(journey["supervisor_listening"]):
         assert heard[440.0] > PRESENT_DB and heard[1000.0] > PRESENT_DB, heard
-    assert journey["caller_before_supervisor"]["supervisor_tone"] < 300
+    assert journey["caller_before_supervisor"]["supervisor_tone_median"] < ABSENT_AMPLITUDE
 
 
 def test_a_whisper_reaches_the_agent_but_not_the_caller(journey: dict) -> None:
     for heard in levels(journey["agent_whispered"]):
         assert heard[440.0] > PRESENT_DB and heard[2000.0] > PRESENT_DB, heard
     during = journey["caller_during_whisper"]
-    assert during["supervisor_tone"] < 300 and during["agent_tone"] > 3000, during
+    assert during["supervisor_tone_median"] < ABSENT_AMPLITUDE and during["agent_tone_max"] > 3000, during
 
 
 def test_a_barge_reaches_both_and_every_step_is_audited_and_shown_to_the_agent(journey: dict) -> None:
     for heard in levels(journey["agent_barged"]):
         assert heard[440.0] > PRESENT_DB and heard[2000.0] > PRESENT_DB, heard
     during = journey["caller_during_barge"]
-    assert during["supervisor_tone"] > 3000 and during["agent_tone"] > 3000, during
+    assert during["supervisor_tone_max"] > 3000 and during["agent_tone_max"] > 3000, during
     # the agent's desktop says who is listening, whispering or barging in
     listen, whisper, barge = journey["supervision_notices"]
     assert "正在监听" in listen and "耳语" in whisper and "已加入通话" in barge, journey[
