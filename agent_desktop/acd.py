@@ -37,7 +37,16 @@ from agent_desktop.models import (
     Strategy,
     WrapUp,
 )
-from agent_desktop.routing import claim_filter, eligible, ordering, required_skills
+from agent_desktop.routing import (
+    claim_filter,
+    eligible,
+    match_score,
+    ordering,
+    preferred_beyond,
+    required_skills,
+    with_preferences,
+    working,
+)
 from agent_desktop.screenpop import ScreenPopBuilder
 from agent_desktop.store import AcdStore, agent_from_doc, contact_oid
 from core.auth import Role, User
@@ -163,7 +172,7 @@ class Acd:
     async def add(self, new: NewContact) -> Contact:
         """Queue a contact (idempotent per ``external_ref``); routing starts at once."""
         queue = await self.store.queue(new.queue)
-        contact = await self.store.add_contact(new, dict(queue.skills))
+        contact = await self.store.add_contact(new, with_preferences(dict(queue.skills), new.skills))
         await self.notifier.contact_changed(contact)
         self.wake()
         return contact
@@ -215,9 +224,9 @@ class Acd:
         """Reserve an agent (ring-all: every eligible agent) for ``contact``; None when another node has it
         or no agent is free. The caller delivers the offer.
 
-        ``pools`` caches, for one routing pass, the ordered eligible agents per queue and contact kind: one
-        query per pass instead of one per contact (SecantusDB sorts in Python, 1,000 agents take ~50 ms).
-        A stale entry only costs a failed claim, because the claim re-checks the guard."""
+        ``pools`` caches, for one routing pass, the ordered eligible agents per queue, contact kind and
+        skills: one query per pass instead of one per contact (SecantusDB sorts in Python, 1,000 agents take
+        ~50 ms). A stale entry only costs a failed claim, because the claim re-checks the guard."""
         token = uuid.uuid4().hex
         oid = contact_oid(contact.id)
         claimed = await self.store.update_contact(
@@ -233,10 +242,16 @@ class Acd:
         if claimed is None:
             return None
         offered: list[str] = []
+        pools = {} if pools is None else pools
         try:
             skills = required_skills(queue, claimed)
+            preferred = preferred_beyond(claimed, skills)
+            if preferred and await self._waits_for_preferred(
+                claimed, queue, with_preferences(skills, preferred)
+            ):
+                skills, preferred = with_preferences(skills, preferred), {}
             guard = eligible(claimed, skills)
-            pool = await self._pool(claimed, queue, guard, skills, {} if pools is None else pools)
+            pool = await self._pool(claimed, queue, guard, skills, preferred, pools)
             allowed = [agent_id for agent_id in pool if agent_id not in claimed.declined_by]
             for agent_id in await self._candidates(claimed, queue, allowed):
                 if agent_id in pool:  # claimed now or gone: either way not free for this pass
@@ -285,18 +300,31 @@ class Acd:
         await asyncio.gather(*(self.notifier.offer(agent_id, pop) for agent_id in offer.agents))
         await self.notifier.contact_changed(offer.contact)
 
+    async def _waits_for_preferred(
+        self, contact: Contact, queue: QueueConfig, wanted: dict[str, int]
+    ) -> bool:
+        """Whether ``contact`` is still to be offered only to agents with all its preferred skills: within
+        the queue's ``preference_seconds``, and only while someone at work has them."""
+        waited = (utcnow() - contact.queue_entered_at).total_seconds()
+        if waited >= queue.preference_seconds:
+            return False
+        return await self.store.any_agent(working(wanted))
+
     async def _pool(
         self,
         contact: Contact,
         queue: QueueConfig,
         guard: dict[str, object],
         skills: dict[str, int],
+        preferred: dict[str, int],
         pools: dict[str, list[str]],
     ) -> list[str]:
-        key = f"{queue.id}|{contact.kind.value}|{sorted(skills.items())}"
+        key = f"{queue.id}|{contact.kind.value}|{sorted(skills.items())}|{sorted(preferred.items())}"
         if key not in pools:
             shared = {field: value for field, value in guard.items() if field != "_id"}
             docs = await self.store.candidates(shared, ordering(queue.strategy, skills))
+            if preferred:  # stable: the strategy's order among agents who match as well
+                docs.sort(key=lambda doc: -match_score(doc.get("skills", {}), preferred))
             pools[key] = [str(doc["_id"]) for doc in docs]
         return pools[key]
 
@@ -472,7 +500,11 @@ class Acd:
         return updated
 
     async def _timeline(self, contact: Contact, kind: str, user: User, body: dict[str, object]) -> None:
-        channel = Channel.voice if contact.kind is ContactKind.call else Channel.webchat
+        channel = Channel.voice
+        if contact.kind is not ContactKind.call:
+            # A chat's events belong to its own channel (web chat, WeChat, SMS…), named by whoever queued it.
+            named = str(contact.context.get("channel"))
+            channel = Channel(named) if named in {known.value for known in Channel} else Channel.webchat
         await self.omni.timeline.append(
             contact.customer_id,
             NewEvent(
@@ -585,6 +617,15 @@ def _staffed_filter(queue: QueueConfig) -> dict[str, object]:
     return query
 
 
+def call_preferences(language: str, vip: bool) -> dict[str, int]:
+    """What a queued call prefers in its agent: the language the caller chose in the IVR, and a VIP agent
+    for a VIP customer (the same skill names the bot's chat handoffs use)."""
+    preferred = {f"lang_{language}": 1} if language in ("zh", "en") else {}
+    if vip:
+        preferred["vip"] = 1
+    return preferred
+
+
 class AcdQueueGateway:
     """``ivr_flows.QueueGateway`` on the ACD: the IVR queues the call with its context for the screen-pop."""
 
@@ -609,6 +650,7 @@ class AcdQueueGateway:
                 external_ref=request.call_id,
                 priority=request.priority,
                 skills={skill: 1 for skill in request.skills},
+                preferred_skills=call_preferences(request.context.language, customer.vip),
                 context=request.context.model_dump(mode="json"),
             )
         )

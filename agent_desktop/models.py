@@ -89,6 +89,13 @@ class QueueConfig(BaseModel):
     sticky_lookback_hours: float = Field(default=72.0, gt=0, le=24 * 90)
     offer_timeout_seconds: float = Field(default=15.0, ge=0.2, le=300)
     wrap_up_seconds: float = Field(default=30.0, ge=0, le=3600)
+    preference_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="How long a contact waits for an agent with all its preferred skills (language, "
+        "channel, VIP…) while such an agent is at work; then any agent the queue allows, best match first",
+    )
 
     def model_post_init(self, __context: Any) -> None:
         for skill, level in self.skills.items():
@@ -108,6 +115,7 @@ class QueuePatch(BaseModel):
     sticky_seconds: float | None = Field(default=None, ge=0, le=3600)
     offer_timeout_seconds: float | None = Field(default=None, ge=0.2, le=300)
     wrap_up_seconds: float | None = Field(default=None, ge=0, le=3600)
+    preference_seconds: float | None = Field(default=None, ge=0, le=3600)
 
 
 class AgentSkills(BaseModel):
@@ -164,7 +172,14 @@ class NewContact(BaseModel):
     conversation_id: str | None = None
     external_ref: str | None = Field(default=None, description="The call id for calls")
     priority: ContactPriority = "normal"
-    skills: dict[str, int] = Field(default_factory=dict, description="Extra skills on top of the queue's")
+    skills: dict[str, int] = Field(
+        default_factory=dict, description="Extra skills an agent must have, on top of the queue's"
+    )
+    preferred_skills: dict[str, int] = Field(
+        default_factory=dict,
+        description="Skills the best agent has (channel, language, intent team, VIP): preferred for the "
+        "queue's preference_seconds, then a better match only ranks first",
+    )
     context: dict[str, Any] = Field(default_factory=dict, description="IVR context: path, variables…")
 
 
@@ -178,6 +193,7 @@ class Contact(BaseModel):
     external_ref: str | None
     priority: ContactPriority
     skills: dict[str, int]
+    preferred_skills: dict[str, int] = {}
     context: dict[str, Any]
     enqueued_at: dt.datetime
     queue_entered_at: dt.datetime

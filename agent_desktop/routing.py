@@ -1,5 +1,12 @@
 """Which agents may take a contact, in which order, per strategy — as MongoDB filters and sorts (plain
-field conditions only, see store.py), plus the atomic claim that reserves an agent for one offer."""
+field conditions only, see store.py), plus the atomic claim that reserves an agent for one offer.
+
+Skills come in two kinds. Required ones (the queue's, raised by the contact's ``skills``) decide who may take
+a contact at all. Preferred ones (``preferred_skills``: the chat's channel and language, the intent's team,
+VIP — set by the bot or the IVR) decide who should: for the queue's ``preference_seconds`` the contact is
+offered only to agents who have them all, as long as such an agent is at work (busy is fine: it is worth
+waiting for; on a break is not); after that, or when nobody at work has them, any eligible agent may take
+it and the better match ranks first."""
 
 from __future__ import annotations
 
@@ -16,6 +23,30 @@ def required_skills(queue: QueueConfig, contact: Contact) -> dict[str, int]:
     for skill, level in contact.skills.items():
         skills[skill] = max(level, skills.get(skill, 1))
     return skills
+
+
+def preferred_beyond(contact: Contact, skills: dict[str, int]) -> dict[str, int]:
+    """The contact's preferred skills (or levels) that ``skills`` does not already require."""
+    return {skill: level for skill, level in contact.preferred_skills.items() if skills.get(skill, 0) < level}
+
+
+def with_preferences(skills: dict[str, int], preferred: dict[str, int]) -> dict[str, int]:
+    return {**skills, **{skill: max(level, skills.get(skill, 0)) for skill, level in preferred.items()}}
+
+
+def match_score(agent_skills: dict[str, int], preferred: dict[str, int]) -> int:
+    """How many of the preferred skills an agent has at the preferred level (ranks agents once the contact
+    no longer waits for a perfect match)."""
+    return sum(1 for skill, level in preferred.items() if agent_skills.get(skill, 0) >= level)
+
+
+def working(skills: dict[str, int]) -> Doc:
+    """Agents at work (available, or busy with a call, chats or wrap-up — not on a break) with ``skills``:
+    someone a contact may wait for."""
+    query: Doc = {"presence": {"$in": [Presence.available.value, Presence.wrap_up.value]}}
+    for skill, level in skills.items():
+        query[f"skills.{skill}"] = {"$gte": level}
+    return query
 
 
 def eligible(contact: Contact, skills: dict[str, int]) -> Doc:

@@ -17,8 +17,9 @@ IVR_FIELDS = ("flow", "version", "language", "called", "path", "variables", "int
 
 
 class ScreenPopBuilder:
-    """``history`` is the customer's latest ``history_limit`` events, plus their latest ``message_limit``
-    messages on any channel: a call's own steps must not push yesterday's WeChat or SMS out of view."""
+    """``history`` is the customer's latest ``history_limit`` events, plus the latest ``message_limit``
+    messages the customer wrote, on any channel: a call's own steps, or a chat's bot answers and notices,
+    must not push yesterday's WeChat or SMS out of view."""
 
     def __init__(
         self, omni: Omnichannel, tickets: TicketService, *, history_limit: int = 20, message_limit: int = 10
@@ -32,7 +33,7 @@ class ScreenPopBuilder:
         customer, latest, messages, open_tickets, transcript, summary = await asyncio.gather(
             self.omni.customers.get(contact.customer_id),
             self.omni.timeline.page(contact.customer_id, limit=self.history_limit),
-            self.omni.timeline.page(contact.customer_id, limit=self.message_limit, kinds=["message.*"]),
+            self.omni.timeline.page(contact.customer_id, limit=self.message_limit, kinds=["message.in"]),
             self._open_tickets(contact.customer_id),
             self._transcript(contact),
             self._bot_summary(contact),

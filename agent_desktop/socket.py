@@ -11,7 +11,10 @@ supervisors connected to it, at most every ``wallboard_interval`` and at once af
 ``chat.message`` and ``transcript`` (every node hears the bus, so each relays only to its own clients: nothing
 arrives twice).
 
-Agent events: ``offer``, ``offer.withdrawn``, ``agent.state``, ``queue.contact``, ``chat.message`` (what was
+Agent events: ``offer``, ``offer.withdrawn``, ``agent.state``, ``queue.waiting`` (per queue the agent serves:
+how many wait and the longest wait, sent by each node to its own agents when the count changes and every
+``QUEUE_STATS_REFRESH`` seconds while someone waits — never per contact: with 1,000 agents in a queue's room a
+per-contact broadcast would cost thousands of socket writes per contact), ``chat.message`` (what was
 said in a chat the agent serves), ``transcript`` (``transcript.final`` of the agent's call); commands
 (acked with ``{"ok": …}`` or ``{"error": {"code", "detail"}}``): ``state``, ``accept``, ``decline``,
 ``wrap_up``, ``resume`` (after a reconnect: the agent's state, the offer still open for them with its
@@ -37,6 +40,7 @@ from agent_desktop.models import (
     Contact,
     ContactStatus,
     ForcedState,
+    QueueBoard,
     ScreenPop,
     StateChange,
     WrapUp,
@@ -55,6 +59,7 @@ TokenResolver = Callable[[str], Awaitable[User]]
 AGENT_NS = "/agent"
 SUPERVISOR_NS = "/supervisor"
 SUPERVISORS_ROOM = "supervisors"
+QUEUE_STATS_REFRESH = 5.0
 
 
 def agent_room(user_id: str) -> str:
@@ -117,6 +122,7 @@ class DesktopSockets:
         self._agents: dict[str, Agent] | None = None
         self._agents_read_at = 0.0
         self._board_task: asyncio.Task[None] | None = None
+        self._queue_stats: dict[str, tuple[int, float]] = {}  # queue → (waiting, monotonic time sent)
         self._unsubscribe: list[Callable[[], None]] = []
         self.sio.register_namespace(_AgentNamespace(self))
         self.sio.register_namespace(_SupervisorNamespace(self))
@@ -211,7 +217,6 @@ class DesktopSockets:
     async def contact_changed(self, contact: Contact) -> None:
         self._board_changed.set()
         summary = {"contact_id": contact.id, "queue": contact.queue, "status": contact.status.value}
-        await self.sio.emit("queue.contact", summary, room=queue_room(contact.queue), namespace=AGENT_NS)
         await self.sio.emit("queue.contact", summary, room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS)
 
     # ------------------------------------------------------------------------------ wallboard, chat
@@ -221,6 +226,12 @@ class DesktopSockets:
         return bool(self.sio.manager.rooms.get(SUPERVISOR_NS, {}).get(SUPERVISORS_ROOM))
 
     def refresh_wallboard(self) -> None:
+        self._board_changed.set()
+
+    def resend_queue_stats(self, queue_id: str) -> None:
+        """A desktop joined the queue's room: its ``queue.waiting`` goes out again at the next publish (one
+        emit to the room per publish, however many desktops joined meanwhile)."""
+        self._queue_stats.pop(queue_id, None)
         self._board_changed.set()
 
     async def _publish_wallboards(self) -> None:
@@ -260,6 +271,7 @@ class DesktopSockets:
         else:
             config = await service.config()
             queues, bot = await service.queue_boards(config), await service.bot(config)
+        await self._publish_queue_stats(queues)
         changes = await service.evaluate(queues, bot, config)
         for alert in changes.raised:
             log.info("wallboard.alert", rule=alert.rule, subject=alert.subject, value=alert.value)
@@ -278,6 +290,29 @@ class DesktopSockets:
                 board.model_dump(mode="json"),
                 room=SUPERVISORS_ROOM,
                 namespace=SUPERVISOR_NS,
+                ignore_queue=True,
+            )
+
+    async def _publish_queue_stats(self, queues: list[QueueBoard]) -> None:
+        """``queue.waiting`` to this node's agents in each queue's room: when the count changed, and every
+        ``QUEUE_STATS_REFRESH`` seconds while contacts wait (the desktop ticks the longest wait on)."""
+        now = time.monotonic()
+        for board in queues:
+            sent = self._queue_stats.get(board.queue)
+            if sent is not None and sent[0] == board.waiting:
+                if board.waiting == 0 or now - sent[1] < QUEUE_STATS_REFRESH:
+                    continue
+            self._queue_stats[board.queue] = (board.waiting, now)
+            await self.sio.emit(
+                "queue.waiting",
+                {
+                    "queue": board.queue,
+                    "name": board.name,
+                    "waiting": board.waiting,
+                    "longest_wait_seconds": round(board.longest_wait_seconds, 1),
+                },
+                room=queue_room(board.queue),
+                namespace=AGENT_NS,
                 ignore_queue=True,
             )
 
@@ -369,6 +404,7 @@ class _AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self.sockets.acd.agents.ensure(user)
         for queue_id in await self.sockets.acd.queues_of(user.id):
             await self.enter_room(sid, queue_room(queue_id))
+            self.sockets.resend_queue_stats(queue_id)
 
     async def _user(self, sid: str) -> User:
         session = await self.get_session(sid)

@@ -103,6 +103,7 @@ def contact_from_doc(doc: Doc) -> Contact:
         external_ref=doc.get("external_ref"),
         priority=doc["priority"],
         skills=doc.get("skills", {}),
+        preferred_skills=doc.get("preferred_skills", {}),
         context=doc.get("context", {}),
         enqueued_at=as_utc(doc["enqueued_at"]),
         queue_entered_at=as_utc(doc.get("queue_entered_at") or doc["enqueued_at"]),
@@ -239,8 +240,11 @@ class AcdStore:
         return dict(doc)
 
     async def candidates(self, guard: Doc, sort: list[tuple[str, int]]) -> list[Doc]:
-        """The ids of agents matching ``guard``, in ``sort`` order."""
-        return [dict(doc) async for doc in self.agents.find(guard, {"_id": 1}, sort=sort)]
+        """The agents matching ``guard`` (``_id`` and ``skills``), in ``sort`` order."""
+        return [dict(doc) async for doc in self.agents.find(guard, {"_id": 1, "skills": 1}, sort=sort)]
+
+    async def any_agent(self, query: Doc) -> bool:
+        return await self.agents.find_one(query, {"_id": 1}) is not None
 
     async def agents_where(self, query: Doc) -> list[Doc]:
         return [dict(doc) async for doc in self.agents.find(query)]

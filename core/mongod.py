@@ -4,6 +4,13 @@ A thin launcher instead of the ``secantusd-py`` script so the process (a) stops 
 (b) stops by itself when the process that started it is gone, and (c) never takes longer than
 ``STOP_DEADLINE`` to exit: a hung shutdown must not leave an orphan holding the data directory and port.
 WiredTiger is journaled, so the rare forced exit costs only a recovery at the next start.
+
+It also teaches the server one planning rule MongoDB has and SecantusDB 0.7.0b3 lacks
+(``point_lookup_guards``): a filter naming ``_id`` by equality *and* other fields — every guarded update
+the platform makes, e.g. ``{"_id": agent, "presence": "available", "offer": None}`` — is a primary-key
+point lookup. Without it the server walked a secondary index on the other fields (all available agents, all
+ended contacts: work that grew with the collection), which profiling the desktop benchmark showed as the
+server's main cost.
 """
 
 from __future__ import annotations
@@ -16,8 +23,46 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 STOP_DEADLINE = 15.0
+PATCHED_SECANTUS = "0.7.0b3"
+
+
+def point_lookup_guards() -> bool:
+    """Plan ``{_id: <point>, …more fields}`` as an ``_id`` lookup; the server's ``matches()`` pass, which
+    every caller of the planner applies to its candidates, checks the other fields. Only for the SecantusDB
+    version this was read against (returns whether it applied)."""
+    import importlib.metadata
+
+    from secantus import storage
+
+    if importlib.metadata.version("secantusdb") != PATCHED_SECANTUS:
+        return False
+    plan = storage.Storage._try_index_id_keys
+    if getattr(plan, "huiliu_point_lookup", False):
+        return True
+
+    def plan_with_point_lookup(
+        self: storage.Storage, db: str, coll: str, filter: dict[str, Any], *, collation: Any = None
+    ) -> list[bytes] | None:
+        if (
+            filter
+            and len(filter) > 1
+            and "_id" in filter
+            and not any(isinstance(field, str) and field.startswith("$") for field in filter)
+            and storage._id_point_lookup_keys(filter["_id"]) is not None
+            and not self._is_timeseries(db, coll)
+        ):
+            narrowed: list[bytes] | None = plan(self, db, coll, {"_id": filter["_id"]}, collation=collation)
+            if narrowed is not None:
+                return narrowed
+        result: list[bytes] | None = plan(self, db, coll, filter, collation=collation)
+        return result
+
+    plan_with_point_lookup.huiliu_point_lookup = True  # type: ignore[attr-defined]
+    storage.Storage._try_index_id_keys = plan_with_point_lookup
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from secantus.server import SecantusDBServer
+
+    point_lookup_guards()
 
     server = SecantusDBServer(
         host=args.host,

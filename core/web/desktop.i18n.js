@@ -30,6 +30,11 @@ addTranslations({
     "notice.missedOffer": "您没有及时接听，已转给其他坐席；您的状态已改为小休。准备好后请点击「就绪」。",
     "notice.offerGone": "该接入已被撤回。",
 
+    "queues.heading": "我的队列",
+    "queues.none": "暂无排队",
+    "queues.waiting": "{count} 位等待",
+    "queues.longest": "最长等待",
+
     "offer.call": "来电",
     "offer.chat": "新会话",
     "offer.queue": "队列 {queue}",
@@ -174,6 +179,11 @@ addTranslations({
     "notice.missedOffer":
       "You did not answer in time; the contact went to another agent and you are on break. Click Available when ready.",
     "notice.offerGone": "The offer was withdrawn.",
+
+    "queues.heading": "My queues",
+    "queues.none": "Nobody waiting",
+    "queues.waiting": "{count} waiting",
+    "queues.longest": "longest wait",
 
     "offer.call": "Incoming call",
     "offer.chat": "New chat",

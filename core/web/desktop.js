@@ -86,6 +86,7 @@ const desk = {
   muted: false,
   panes: new Map(), // contact id -> chat pane elements kept across renders (drafts, scroll)
   staff: null,
+  queues: new Map(), // queue id -> {name, waiting, since}: the queue.waiting figures of the agent's queues
 };
 
 // --------------------------------------------------------------------------------------------- start
@@ -123,6 +124,7 @@ function showLogin() {
 
 function enter() {
   desk.work.clear();
+  desk.queues.clear();
   desk.panes.clear();
   desk.offer = null;
   desk.focus = null;
@@ -135,6 +137,7 @@ function enter() {
         "section",
         { class: "desk-left" },
         h("div", { id: "state-panel", class: "card" }),
+        h("div", { id: "queue-panel", class: "card" }),
         h("div", { id: "softphone", class: "card" }),
         h("div", { id: "work-list", class: "card" }),
       ),
@@ -161,6 +164,7 @@ function renderAll() {
   renderChrome("desktop.title");
   renderLink();
   renderState();
+  renderQueues();
   renderSoftphone();
   renderWorkList();
   renderNotice();
@@ -206,6 +210,11 @@ function connect() {
     renderState();
     renderSoftphone();
     renderHint();
+  });
+  socket.on("queue.waiting", (figures) => {
+    const since = new Date(Date.now() - figures.longest_wait_seconds * 1000).toISOString();
+    desk.queues.set(figures.queue, { name: figures.name, waiting: figures.waiting, since });
+    renderQueues();
   });
   socket.on("offer", (pop) => receiveOffer(pop));
   socket.on("offer.withdrawn", ({ contact_id: contactId, reason }) => {
@@ -402,6 +411,38 @@ function renderState() {
       h("span", { class: "break-group" }, button("break", "state-break"), reasonSelect),
       button("offline", "state-offline"),
     ),
+  );
+}
+
+function renderQueues() {
+  const panel = byId("queue-panel");
+  if (!panel) return;
+  const queues = [...desk.queues.entries()].sort(([a], [b]) => a.localeCompare(b));
+  const waiting = queues.filter(([, queue]) => queue.waiting > 0);
+  fill(
+    panel,
+    h("h2", {}, t("queues.heading")),
+    waiting.length
+      ? h(
+          "ul",
+          { class: "queue-list", id: "queue-list" },
+          waiting.map(([id, queue]) =>
+            h(
+              "li",
+              { "data-queue": id },
+              h("strong", {}, queue.name),
+              " ",
+              t("queues.waiting", { count: queue.waiting }),
+              h("span", { class: "muted" }, " · ", t("queues.longest"), " "),
+              h(
+                "span",
+                { class: "muted", "data-since": queue.since },
+                duration((Date.now() - Date.parse(queue.since)) / 1000),
+              ),
+            ),
+          ),
+        )
+      : h("p", { class: "muted", id: "queue-list" }, t("queues.none")),
   );
 }
 
