@@ -24,8 +24,8 @@ import socketio
 from core.settings import Settings
 
 DEMO_SKILLS = {
-    "agent1": {"after_sales": 3, "general": 2, "complaints": 2},
-    "agent2": {"general": 3, "after_sales": 1, "complaints": 1},
+    "agent1": {"after_sales": 3, "general": 2, "complaints": 2, "lang_zh": 3, "webchat": 1, "wechat": 1},
+    "agent2": {"general": 3, "after_sales": 1, "complaints": 1, "lang_en": 3, "lang_zh": 1, "webchat": 1},
 }
 
 

@@ -194,7 +194,9 @@ def language_of(analysis: Analysis | None, hint: str | None) -> Lang:
 
 
 def handoff_skills(channel: Channel, intent: str, language: Lang, vip: bool) -> dict[str, int]:
-    """The ACD skills a handed-off contact needs: its channel, the intent's team, its language, VIP."""
+    """The ACD skills a handed-off contact prefers (``NewContact.preferred_skills``): its channel, the
+    intent's team, its language, VIP. Preferred, not required: a chat waits a little for the best agent but is
+    never stranded because nobody logged in has all of them."""
     skills = {channel.value: 1, f"lang_{language}": 1}
     if intent in _INTENT_SKILLS:
         skills[_INTENT_SKILLS[intent]] = 1
@@ -456,6 +458,9 @@ class Bot:
         )
         if claimed is None:  # handed off meanwhile (another message, another node)
             return BotReply(None, analysis, "agent", True, session.get("contact_id"))
+        # A phone number proven in this very chat merges the customer into the number's owner: the agent must
+        # get the customer who holds the identities now, with their whole history and open tickets.
+        claimed["customer_id"] = (await self.omni.customers.live(claimed["customer_id"])).id
         intent = _main_intent(claimed)
         channel = Channel(claimed["channel"])
         entities: dict[str, str] = claimed.get("entities", {})
@@ -481,7 +486,9 @@ class Bot:
             _BOT,
         )
         contact_id = await self._enqueue(claimed, intent, entities, answered, reason, lang, vip, summary)
-        await self.sessions.update_one({"_id": claimed["_id"]}, {"$set": {"contact_id": contact_id}})
+        await self.sessions.update_one(
+            {"_id": claimed["_id"]}, {"$set": {"contact_id": contact_id, "customer_id": customer_id}}
+        )
         await self._record(claimed, "handed_off")
         return BotReply(TEXTS["handoff"][lang], analysis, "handoff", True, contact_id)
 
@@ -513,7 +520,7 @@ class Bot:
             conversation_id=session["conversation_id"],
             external_ref=f"bot:{session['_id']}",
             priority=priority,
-            skills=skills,
+            preferred_skills=skills,
             context={
                 "skills": skills,
                 "channel": channel.value,
@@ -618,6 +625,10 @@ class Bot:
         doc = await self.sessions.find_one({"active_key": conversation_id})
         if doc is None:
             return None
+        if doc["status"] == "handed_off" and doc.get("contact_id") and self.desktop is not None:
+            # Left before a person answered: out of the queue (an abandon on the wallboard), so no agent
+            # is offered a chat nobody is on; a chat already answered is not touched.
+            await self.desktop.acd.withdraw(doc["contact_id"], "customer_left")
         return await self._end(doc)
 
     async def sweep(self) -> int:

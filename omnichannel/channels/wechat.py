@@ -368,4 +368,11 @@ def _parse_tree(raw: bytes | str) -> None:
 
 def _parse(xml: str) -> Any:
     _parse_tree(xml)
-    return parse_message(xml)
+    message = parse_message(xml)
+    try:
+        # wechatpy converts fields when first read: a MsgId or CreateTime that is not a number fails here
+        # as bad input (400), not later as a 500 after the sender was stored.
+        _ = (message.id, message.create_time)
+    except (TypeError, ValueError) as exc:
+        raise Invalid(f"malformed message field: {exc}", code="invalid_message") from None
+    return message

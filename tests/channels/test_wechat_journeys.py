@@ -133,6 +133,11 @@ async def test_bad_signatures_and_hostile_xml_are_refused_and_nothing_is_stored(
     envelope = "<xml><Encrypt><![CDATA[AAAA]]></Encrypt></xml>"
     status, body, headers = await http.request("POST", "/api/wechat/callback", params=bad_aes, data=envelope)
     assert_problem(status, body, headers, 403, "signature_invalid")
+    malformed = wechat_text("oForged", "你好", "not-a-number")  # MsgId is a 64-bit integer
+    status, body, headers = await http.request(
+        "POST", "/api/wechat/callback", params=wechat_query(), data=malformed
+    )
+    assert_problem(status, body, headers, 400, "invalid_message")
     status, result, _ = await admin.request("GET", "/api/customers", params={"q": "oForged"})
     assert result["customers"] == []
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
-import os
 import subprocess
 import sys
 import time
@@ -42,6 +39,13 @@ sys.path.insert(0, str(REPO))
 from core.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from ivr_flows.service import SHIPPED_DIR  # noqa: E402
 from tests.asr.speech import speaker  # noqa: E402
+from tests.journeys.processes import (  # noqa: E402
+    SMS_SECRET,
+    environment,
+    signed_sms,
+    start_processes,
+    stop_processes,
+)
 from tests.softphone.scenario import (  # noqa: E402
     AGENT_HZ,
     AGENT_SPECTRUM,
@@ -57,7 +61,6 @@ from tests.softphone.scenario import (  # noqa: E402
 from tests.telephony.node import PEER, start_node, stop_node  # noqa: E402
 
 CALLER = "13800138000"
-SMS_SECRET = "journey-sms-webhook-secret"
 SAID = "I want to return order number 1 2 3 4 5"
 MAIN = (SHIPPED_DIR / "main.yaml").read_text(encoding="utf-8")
 ALWAYS_OPEN = MAIN.replace(
@@ -88,34 +91,6 @@ def caller_audio(workdir: Path) -> Path:
     return path
 
 
-def signed_sms(body: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    raw = json.dumps(body, ensure_ascii=False).encode()
-    stamp = int(time.time())
-    mac = hmac.new(SMS_SECRET.encode(), f"{stamp}.".encode() + raw, hashlib.sha256).hexdigest()
-    return raw, {
-        "Content-Type": "application/json",
-        "X-Signature-Timestamp": str(stamp),
-        "X-Signature": f"sha256={mac}",
-    }
-
-
-def environment(
-    mongo_url: str, redis_url: str, db_name: str, data_dir: Path, web_port: int
-) -> dict[str, str]:
-    return {
-        **{name: value for name, value in os.environ.items() if not name.startswith("HUILIU_")},
-        "PYTHONPATH": str(REPO),
-        "HUILIU_MONGO_URL": mongo_url,
-        "HUILIU_REDIS_URL": redis_url,
-        "HUILIU_DB_NAME": db_name,
-        "HUILIU_DATA_DIR": str(data_dir),
-        "HUILIU_SECRET_KEY": "test-secret-key-not-for-production",
-        "HUILIU_WEB_PORT": str(web_port),
-        "HUILIU_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
-        "HUILIU_SMS_WEBHOOK_SECRET": SMS_SECRET,
-    }
-
-
 async def run(workdir: Path) -> dict[str, Any]:
     mongo = start_mongo(workdir / "mongo", free_port(), workdir / "mongo.log")
     redis = start_redis(workdir / "redis", free_port(), workdir / "redis.log")
@@ -133,17 +108,7 @@ async def run(workdir: Path) -> dict[str, Any]:
         )
         web_port = free_port()
         env = environment(mongo.url, redis.url, node.db_name, workdir / "web", web_port)
-        for name, command in (("web", "web"), ("worker", "worker")):
-            with (workdir / f"{name}.log").open("w") as log:
-                processes.append(
-                    subprocess.Popen(  # noqa: ASYNC220 - started once, before anything awaits them
-                        [sys.executable, "-m", "core.cli", command],
-                        cwd=workdir,
-                        env=env,
-                        stdout=log,
-                        stderr=log,
-                    )
-                )
+        processes = start_processes(workdir, env)
         base = f"http://127.0.0.1:{web_port}"
         speech = caller_audio(workdir)
         agent_mic = tone_wav(workdir / "agent-mic.wav", AGENT_HZ)
@@ -241,13 +206,7 @@ async def run(workdir: Path) -> dict[str, Any]:
             "page_errors": errors,
         }
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
         if node is not None:
             stop_node(node)
         redis.stop()
