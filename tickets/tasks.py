@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from celery import signals
 
-from core.bus import EventBus
+from core.bus import EventBus, connect_redis
 from core.db import Database
 from core.settings import Settings
 from core.worker import app
@@ -54,7 +54,7 @@ def _runtime() -> _Runtime:
         settings: Settings = app.conf.huiliu_settings
         assert settings.mongo_url is not None and settings.redis_url is not None
         db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
-        redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        redis = connect_redis(settings.redis_url)
         omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
         # Customer notifications go out on their channel (SMS, WeChat); the rest lands on the timeline.
         notifier = create_channels(db, omni, redis, settings).notifier

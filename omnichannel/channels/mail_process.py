@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
-import redis.asyncio as aioredis
-
-from core.bus import EventBus
+from core.bus import EventBus, connect_redis
 from core.db import Database
 from core.log import get_logger
 from core.settings import Settings
@@ -26,7 +24,7 @@ log = get_logger(__name__)
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     assert settings.mongo_url is not None and settings.redis_url is not None
     db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
-    redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = connect_redis(settings.redis_url)
     omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
     channels = create_channels(db, omni, redis, settings)
     channels.attach(create_service(db, omni, settings, notifier=channels.notifier))

@@ -212,9 +212,9 @@ def create_channels(db: Database, omni: Omnichannel, redis: aioredis.Redis, sett
 async def worker_sms_service(settings: Settings) -> SmsService:
     """The SMS service as a Celery worker thread runs it: it only delivers."""
     assert settings.mongo_url is not None and settings.redis_url is not None
-    from core.bus import EventBus
+    from core.bus import EventBus, connect_redis
 
     db = Database.connect(settings.mongo_url, settings.db_name, settings.mongo_timeout_ms)
-    redis = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = connect_redis(settings.redis_url)
     omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
     return SmsService(db, omni, sms_provider(db, settings), redis, sms_config(settings))
