@@ -5,6 +5,7 @@
 // so a customer's `<img onerror=…>` or a chat message `<script>…</script>` shows as text.
 
 import { adoptUserLanguage, chooseLanguage, has, language, t } from "./i18n.js";
+import { io } from "./vendor/socket.io.esm.min.js";
 
 export const TOKEN_KEY = "huiliu.token";
 export const session = { token: readSession(TOKEN_KEY), user: null };
@@ -184,6 +185,35 @@ export async function logout() {
     // the token is dropped here whatever the server said
   }
   endSession();
+}
+
+// ---------------------------------------------------------------------------------------- socket
+
+const REFUSED = new Set(["invalid_token", "unauthorized", "token_expired", "forbidden_role"]);
+
+/** A Socket.IO connection to `namespace` with the session's token, reconnecting on its own. `onLink(up)`
+ * follows the link (to show it); `onConnect(socket)` runs on every (re)connect; a refused token ends the
+ * session. */
+export function connectSocket(namespace, { onLink, onConnect }) {
+  const socket = io(namespace, {
+    auth: (callback) => callback({ token: session.token }),
+    transports: ["websocket"],
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 3000,
+  });
+  socket.on("connect", () => {
+    onLink(true);
+    onConnect?.(socket);
+  });
+  socket.on("disconnect", () => onLink(false));
+  socket.on("connect_error", (error) => {
+    onLink(false);
+    if (REFUSED.has(error?.data?.code)) {
+      socket.disconnect();
+      endSession();
+    }
+  });
+  return socket;
 }
 
 // ------------------------------------------------------------------------------------- error bar

@@ -18,8 +18,8 @@ import "./desktop.i18n.js";
 import {
   api,
   byId,
+  connectSocket,
   duration,
-  endSession,
   errorBar,
   fill,
   h,
@@ -33,7 +33,6 @@ import {
   wireChrome,
 } from "./desktop.dom.js";
 import { has, onLanguageChange, t } from "./i18n.js";
-import { io } from "./vendor/socket.io.esm.min.js";
 
 const BREAK_REASONS = ["lunch", "training", "meeting", "personal"];
 const WRAP_UP_CODES = ["resolved", "follow_up", "callback_needed", "escalated", "complaint"];
@@ -177,31 +176,14 @@ function renderAll() {
 
 function connect() {
   disconnect();
-  const socket = io("/agent", {
-    auth: (callback) => callback({ token: session.token }),
-    transports: ["websocket"],
-    reconnectionDelay: 500,
-    reconnectionDelayMax: 3000,
+  const socket = connectSocket("/agent", {
+    onLink: (up) => {
+      desk.linked = up;
+      renderLink();
+    },
+    onConnect: () => resume(),
   });
   desk.socket = socket;
-  socket.on("connect", () => {
-    desk.linked = true;
-    renderLink();
-    resume();
-  });
-  socket.on("disconnect", () => {
-    desk.linked = false;
-    renderLink();
-  });
-  socket.on("connect_error", (error) => {
-    desk.linked = false;
-    renderLink();
-    const code = error?.data?.code;
-    if (code === "invalid_token" || code === "unauthorized" || code === "token_expired") {
-      socket.disconnect();
-      endSession();
-    }
-  });
   socket.on("agent.state", (agent) => {
     if (agent.user_id !== session.user?.id) return;
     const missed = agent.reason === "missed_offer" && desk.agent?.reason !== "missed_offer";

@@ -9,8 +9,8 @@ import "./desktop.i18n.js";
 import {
   api,
   byId,
+  connectSocket,
   duration,
-  endSession,
   errorBar,
   fill,
   h,
@@ -24,7 +24,6 @@ import {
   wireChrome,
 } from "./desktop.dom.js";
 import { addTranslations, onLanguageChange, t } from "./i18n.js";
-import { io } from "./vendor/socket.io.esm.min.js";
 
 addTranslations({
   zh: {
@@ -214,33 +213,18 @@ function renderLink() {
 
 function connect() {
   board.socket?.disconnect();
-  const socket = io("/supervisor", {
-    auth: (callback) => callback({ token: session.token }),
-    transports: ["websocket"],
-    reconnectionDelay: 500,
-    reconnectionDelayMax: 3000,
+  const socket = connectSocket("/supervisor", {
+    onLink: (up) => {
+      board.linked = up;
+      renderLink();
+    },
+    onConnect: () => {
+      socket.timeout(8000).emit("wallboard", {}, (timeoutError, reply) => {
+        if (!timeoutError && reply?.ok) render(reply.ok);
+      });
+    },
   });
   board.socket = socket;
-  socket.on("connect", () => {
-    board.linked = true;
-    renderLink();
-    socket.timeout(8000).emit("wallboard", {}, (timeoutError, reply) => {
-      if (!timeoutError && reply?.ok) render(reply.ok);
-    });
-  });
-  socket.on("disconnect", () => {
-    board.linked = false;
-    renderLink();
-  });
-  socket.on("connect_error", (error) => {
-    board.linked = false;
-    renderLink();
-    const code = error?.data?.code;
-    if (code === "invalid_token" || code === "unauthorized" || code === "forbidden_role") {
-      socket.disconnect();
-      endSession();
-    }
-  });
   socket.on("wallboard", (data) => render(data));
   // Between pushes, agent changes arrive one by one.
   socket.on("agent.state", (agent) => {

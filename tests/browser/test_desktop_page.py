@@ -135,11 +135,12 @@ async def test_agent_goes_available_takes_a_chat_with_history_and_replies(
     await log_in(page, "/desktop", "agent1", "agent1-demo")
     await expect(page.locator("#link-state")).to_have_text("已连接")
     await expect(page.locator("#agent-state")).to_have_text("离线")
-    await page.click("#state-available")
-    await expect(page.locator("#agent-state")).to_have_text("就绪")
-
+    # while the agent is offline the chat waits, and the desktop shows the queue it waits in
     contact_id = await enqueue_chat(server, customer_id, conversation_id)
+    await expect(page.locator("#queue-list li[data-queue=after_sales]")).to_contain_text("1 位等待")
+    await page.click("#state-available")
     await expect(page.locator("#offer-title")).to_contain_text("王芳")
+    await expect(page.locator("#agent-state")).to_have_text("就绪")
     await expect(page.locator("#offer-accept")).to_be_focused()
     history = page.locator("#history")
     await expect(history.locator("li[data-channel=sms][data-kind='message.in']")).to_contain_text(
@@ -155,6 +156,7 @@ async def test_agent_goes_available_takes_a_chat_with_history_and_replies(
     pane = page.locator(f".chat-pane[data-id='{contact_id}']")
     await expect(pane.locator(".message-in .message-text")).to_have_text(["你好，我的快递到哪了？"])
     await expect(page.locator("#agent-state")).to_have_text("会话中")
+    await expect(page.locator("#queue-list")).to_have_text("暂无排队")
     await pane.locator("textarea").fill("您好，正在为您查询")
     await pane.locator("textarea").press("Enter")
     await expect(pane.locator(".message-out .message-text")).to_have_text(["您好，正在为您查询"])
