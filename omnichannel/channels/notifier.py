@@ -2,8 +2,9 @@
 
 Every notification is first recorded by ``fallback`` (the ticket engine's ``notification.queued`` on the
 timeline); customer notifications on ``sms`` / ``wechat`` then go out on those channels as ``message.out``
-(transactional: STOP does not block a message about the customer's own ticket). Staff, email and web
-notifications stay with ``fallback`` until their senders exist.
+(transactional: STOP does not block a message about the customer's own ticket). Staff notifications on
+``sms`` (escalations to a department lead or a supervisor) are texted to the person's phone; staff ``web``
+notifications stay with ``fallback`` (the ticket's history and the timeline).
 """
 
 from __future__ import annotations
@@ -33,7 +34,16 @@ class ChannelNotifier:
     async def send(self, notification: Notification) -> None:
         await self.fallback.send(notification)
         recipient = notification.recipient
-        if recipient.kind != "customer" or not recipient.address:
+        if not recipient.address:
+            return
+        if recipient.kind == "staff":
+            if notification.channel == "sms":
+                await self.sms.send_to_staff(
+                    recipient.address,
+                    notification.text,
+                    about_customer_id=notification.customer_id,
+                    idempotency_key=f"notification:{notification.idempotency_key}",
+                )
             return
         if notification.channel == "sms":
             await self.sms.send(

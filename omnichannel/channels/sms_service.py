@@ -151,6 +151,67 @@ class SmsService:
             )
         if conversation_id is None:
             conversation_id = await self._conversation(customer.id, phone)
+        message = await self._store(
+            phone,
+            text,
+            customer_id=customer.id,
+            conversation_id=conversation_id,
+            transactional=transactional,
+            idempotency_key=idempotency_key,
+            timeline_event_id=timeline_event_id,
+        )
+        if message.timeline_event_id is None:
+            await self.omni.timeline.append(
+                message.customer_id,
+                NewEvent(
+                    kind="message.out",
+                    channel=Channel.sms,
+                    conversation_id=conversation_id,
+                    body={
+                        "message_id": message.id,
+                        "to": phone,
+                        "text": text,
+                        "transactional": transactional,
+                    },
+                    idempotency_key=f"sms:out:{message.id}",
+                ),
+                actor,
+            )
+        await self._hand_over(message)
+        return message
+
+    async def send_to_staff(
+        self, to: str, text: str, *, about_customer_id: str, idempotency_key: str
+    ) -> SmsMessage:
+        """Text a colleague (an SLA escalation about a customer's ticket). Delivered like any SMS —
+        stored, then retried until sent, once per ``idempotency_key`` — but it is no message to the
+        customer: no SMS conversation, no ``message.out`` on their timeline (the ticket engine recorded
+        the notice there). A delivery that fails for good is noted on that customer's timeline."""
+        phone = normalize_phone(to, self.config.default_region)
+        message = await self._store(
+            phone,
+            text[: self.config.max_chars],
+            customer_id=about_customer_id,
+            conversation_id=None,
+            transactional=True,
+            idempotency_key=idempotency_key,
+            timeline_event_id=None,
+        )
+        await self._hand_over(message)
+        return message
+
+    async def _store(
+        self,
+        phone: str,
+        text: str,
+        *,
+        customer_id: str,
+        conversation_id: str | None,
+        transactional: bool,
+        idempotency_key: str | None,
+        timeline_event_id: str | None,
+    ) -> SmsMessage:
+        """The queued message document (the one stored before, when the idempotency key was used)."""
         now = utcnow()
         oid = ObjectId()
         doc = {
@@ -158,7 +219,7 @@ class SmsService:
             "idempotency_key": idempotency_key or f"sms:{oid}",
             "to": phone,
             "text": text,
-            "customer_id": customer.id,
+            "customer_id": customer_id,
             "conversation_id": conversation_id,
             "transactional": transactional,
             "status": SmsStatus.queued.value,
@@ -178,30 +239,14 @@ class SmsService:
             if stored is None:  # pragma: no cover - deleted in between
                 raise
             doc = stored
-        message = message_from_doc(doc)
-        if message.timeline_event_id is None:
-            await self.omni.timeline.append(
-                message.customer_id,
-                NewEvent(
-                    kind="message.out",
-                    channel=Channel.sms,
-                    conversation_id=conversation_id,
-                    body={
-                        "message_id": message.id,
-                        "to": phone,
-                        "text": text,
-                        "transactional": transactional,
-                    },
-                    idempotency_key=f"sms:out:{message.id}",
-                ),
-                actor,
-            )
+        return message_from_doc(doc)
+
+    async def _hand_over(self, message: SmsMessage) -> None:
         if message.status is SmsStatus.queued:
             try:
                 await self.enqueue(message.id)
             except Exception as exc:  # the message is stored: the sweep hands it to a worker later
                 log.warning("sms.enqueue_failed", message_id=message.id, error=str(exc))
-        return message
 
     async def deliver(self, message_id: str) -> float | None:
         """One delivery attempt. ``None`` when the message needs nothing more (sent, failed for good, or
