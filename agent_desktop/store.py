@@ -43,6 +43,7 @@ register_indexes(
     IndexModel([("external_ref", ASCENDING)], sparse=True),
     IndexModel([("agent_id", ASCENDING), ("status", ASCENDING)]),
     IndexModel([("conversation_id", ASCENDING), ("status", ASCENDING)]),
+    IndexModel([("updated_at", ASCENDING)]),
 )
 
 
@@ -270,6 +271,7 @@ class AcdStore:
             "queue_entered_at": now,
             "offered_to": [],
             "declined_by": [],
+            "updated_at": now,
         }
         result = await self.contacts.insert_one(doc)
         doc["_id"] = result.inserted_id
@@ -286,8 +288,13 @@ class AcdStore:
         return contact_from_doc(doc) if doc else None
 
     async def update_contact(self, guard: Doc, update: Doc) -> Contact | None:
-        doc = await update_returning(self.contacts, guard, update)
+        """Apply ``update`` if ``guard`` still holds, stamping ``updated_at`` (the wallboard follows it)."""
+        stamped = {**update, "$set": {**update.get("$set", {}), "updated_at": utcnow()}}
+        doc = await update_returning(self.contacts, guard, stamped)
         return contact_from_doc(doc) if doc else None
+
+    async def contacts_changed_since(self, since: dt.datetime, projection: Doc) -> list[Doc]:
+        return [dict(doc) async for doc in self.contacts.find({"updated_at": {"$gte": since}}, projection)]
 
     async def contacts_with_status(self, *statuses: ContactStatus) -> list[Contact]:
         query: Doc = {"status": {"$in": [status.value for status in statuses]}}

@@ -58,7 +58,15 @@ async def test_answered_and_abandoned_contacts_give_service_level_asa_and_abando
     desktop: Desktop = server.app[DESKTOP]
     await make_queue(server)
     now = utcnow()
-    base = {"queue": "after_sales", "kind": "call", "customer_id": "c", "priority": "normal", "skills": {}}
+    # contacts as the ACD writes them (every write stamps updated_at: the wallboard reads what changed)
+    base = {
+        "queue": "after_sales",
+        "kind": "call",
+        "customer_id": "c",
+        "priority": "normal",
+        "skills": {},
+        "updated_at": now,
+    }
     await desktop.store.contacts.insert_many(
         [
             {
