@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -42,6 +43,7 @@ from omnichannel.channels.http import api as channels_api
 from omnichannel.channels.webchat_http import api as webchat_api
 from omnichannel.channels.webchat_http import mount_webchat
 from omnichannel.http import api as omnichannel_api
+from telephony import HangupCause, LostCallWatch
 from telephony.control import CallControl
 from telephony.http import CALL_ACCESS, CALL_CONTROL, TELEPHONY_STORE
 from telephony.http import api as telephony_api
@@ -119,6 +121,13 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[CHANNELS].attach(app[TICKETS])
     app[TELEPHONY_STORE] = TelephonyStore(db)
     app[CALL_CONTROL] = CallControl(app[TELEPHONY_STORE], redis)
+    # a telephony node killed whole has nobody left to end its calls: every web process sweeps too
+    lost_calls = LostCallWatch(
+        app[TELEPHONY_STORE],
+        app[OMNICHANNEL],
+        every=max(settings.telephony_node_timeout_seconds / 2, 1.0),
+        default_region=settings.default_region,
+    )
     app[FLOWS] = create_flow_service(db, bus)
     app[DESKTOP] = Desktop.create(db, app[OMNICHANNEL], app[TICKETS], users, app[SOCKETS])
     app[SOCKETS].bind(users.resolve, app[DESKTOP])
@@ -137,7 +146,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await bus.start()
     await app[SOCKETS].start()
     await app[DESKTOP].acd.start()
+    await lost_calls.start()
+    stop_withdrawing = bus.subscribe("timeline.call.ended", _withdraw_lost_call(app[DESKTOP]))
     yield
+    stop_withdrawing()
+    await lost_calls.stop()
     await app[SOFTPHONE].close()
     await app[DESKTOP].acd.stop()
     await app[SOCKETS].stop()
@@ -148,6 +161,18 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await bus.stop()
     await redis.aclose()
     await db.close()
+
+
+def _withdraw_lost_call(desktop: Desktop) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """A call that ended with its telephony node (``node_lost``, whoever swept it) leaves its queue: the
+    worker that would have withdrawn it is gone, and no agent must be offered a dead call."""
+
+    async def withdraw(event: dict[str, Any]) -> None:
+        body = event.get("body") or {}
+        if body.get("cause") == HangupCause.node_lost.value and body.get("call_id"):
+            await desktop.gateway.withdraw(str(body["call_id"]), HangupCause.node_lost.value)
+
+    return withdraw
 
 
 def _softphone(app: web.Application, redis: aioredis.Redis, settings: Settings) -> Softphone:

@@ -629,12 +629,13 @@ class _Session:
         await self._say(node.prompt)
         if node.beep:
             await self.call.play(await self.x.prompts.beep())
-        self.x.recordings_dir.mkdir(parents=True, exist_ok=True)
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", self.call.call_id)[:100]
         path = self.x.recordings_dir / f"{name}-{self.steps + 1}.wav"
-        recording = await self.call.record(path, node.max_seconds)
+        recording = await self.call.record(path, node.max_seconds)  # creates the directory
         self.variables[node.into] = str(recording.path)
-        given = {"path": str(recording.path), "seconds": recording.duration_seconds}
+        given: dict[str, Any] = {"path": str(recording.path), "seconds": recording.duration_seconds}
+        if recording.error is not None:  # the message was not kept whole: say so where the path is read
+            given["error"] = str(recording.error)
         return StepOutcome("recorded", node.next, given, end=None if node.next else "voicemail")
 
     async def _callback(self, node_id: str, node: CallbackNode) -> StepOutcome:

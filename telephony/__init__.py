@@ -7,6 +7,8 @@ The public surface for other packages:
   (setting ``telephony_router``).
 * ``CallControl`` — hang up or transfer a live call from any process (web, Celery); it reaches the worker
   that owns the call.
+* ``LostCallWatch`` — ends the calls of telephony workers that stopped heartbeating (the web runs one, so
+  a whole node killed at once leaves no call "active").
 
 Processes: ``huiliu telephony`` (``telephony.pool``) runs Kamailio and the workers (``telephony.worker``);
 only ``telephony.pjsua_thread`` touches pjsua2.
@@ -28,10 +30,12 @@ from telephony.api import (
     PlaybackOutcome,
     Prompt,
     Recording,
+    RecordingError,
     TransferFailed,
 )
 from telephony.control import CallControl
 from telephony.routing import StaticRouter
+from telephony.sweeper import LostCallWatch
 
 __all__ = [
     "FRAME_BYTES",
@@ -47,9 +51,11 @@ __all__ = [
     "DtmfEvent",
     "DtmfMethod",
     "HangupCause",
+    "LostCallWatch",
     "PlaybackOutcome",
     "Prompt",
     "Recording",
+    "RecordingError",
     "StaticRouter",
     "TransferFailed",
 ]

@@ -95,14 +95,26 @@ class DtmfEvent:
     method: DtmfMethod
 
 
+class RecordingError(enum.StrEnum):
+    """Why a recording holds less than the call gave it (the call itself goes on regardless)."""
+
+    disk_full = "disk_full"  # the filesystem of the recordings directory ran out of space
+    incomplete = "incomplete"  # less audio than the recorder ran for, with space left (a write error)
+    recorder_failed = "recorder_failed"  # the recorder could not be started (e.g. the directory)
+
+
 @dataclass(frozen=True)
 class Recording:
-    """A finished recording: the WAV file (16 kHz mono s16) and why it stopped."""
+    """A finished recording: the WAV file (16 kHz mono s16) and why it stopped. ``error`` says when the
+    file holds less than was recorded (``detail`` in words); ``duration_seconds`` is what the file holds."""
 
     id: str
     path: Path
     duration_seconds: float
     ended_by: str  # "max_seconds" | "terminator" | "hangup" | "stopped"
+    error: RecordingError | None = None
+    detail: str = ""
+    recorded_seconds: float | None = None  # how long the recorder ran (None: not measured)
 
 
 class CallError(Exception):
@@ -186,7 +198,10 @@ class Call(Protocol):
 
     async def record(self, path: Path | str, max_seconds: float, *, terminators: str = "#") -> Recording:
         """Record the caller to a WAV file (relative paths go under the recordings directory) until
-        ``max_seconds``, a terminator digit or hang-up; metadata lands in MongoDB ``recordings``."""
+        ``max_seconds``, a terminator digit or hang-up; metadata lands in MongoDB ``recordings``.
+
+        A recording that cannot be stored (disk full, recorder refused) does not end or fail the call:
+        the caller is listened to all the same and the result carries ``error``."""
 
     async def transfer(self, target: str, attended: bool = False) -> None:
         """Blind (REFER) or attended (consult ``target`` first, then REFER with Replaces) transfer.

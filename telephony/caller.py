@@ -4,9 +4,13 @@ hangs up, and prints one JSON line with what happened. ``huiliu demo traffic`` p
     python -m telephony.caller --target sip:1000@127.0.0.1:5060 --caller 13800138000 \
         --keys 1@4 --say speech.wav@9 --seconds 40
 
-Times are seconds after the call was answered. Keys go as SIP INFO (``application/dtmf-relay``): RFC 2833
-events from an endpoint whose call port has no audio source were not taken by the workers. ``--say`` plays
-a 16-bit WAV into the call once (what the caller says).
+Times are seconds after the call was answered. Keys go as RFC 2833 telephone-events in the call's RTP
+stream, as phones and trunks send them (``--dtmf-method info``: SIP INFO ``application/dtmf-relay``
+instead). ``--say`` plays a 16-bit WAV into the call once (what the caller says).
+
+RFC 2833 events are sent by the call's media stream on the conference bridge's clock, which pjsua stops
+when its (null) sound device closes after a second of idleness: the endpoint keeps it open
+(``sndAutoCloseTime = -1``) and what the caller hears goes to a recorder.
 """
 
 from __future__ import annotations
@@ -72,14 +76,24 @@ class _Call(pj.Call):  # type: ignore[misc]
             audio.startTransmit(self.recorder)
 
     def audio(self) -> Any:
-        for index, media in enumerate(self.getInfo().media):
+        # keep the CallInfo alive while reading its media: SWIG frees it (and the vector) otherwise
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 return self.getAudioMedia(index)
         return None
 
 
+DTMF_METHODS = {"rfc2833": pj.PJSUA_DTMF_METHOD_RFC2833, "info": pj.PJSUA_DTMF_METHOD_SIP_INFO}
+
+
 def place_call(
-    target: str, caller: str, steps: list[Step], seconds: float, record_path: Path
+    target: str,
+    caller: str,
+    steps: list[Step],
+    seconds: float,
+    record_path: Path,
+    dtmf_method: str = "rfc2833",
 ) -> dict[str, Any]:
     endpoint = pj.Endpoint()
     endpoint.libCreate()
@@ -91,6 +105,7 @@ def place_call(
     config.medConfig.clockRate = 16000
     config.medConfig.sndClockRate = 16000
     config.medConfig.ecTailLen = 0
+    config.medConfig.sndAutoCloseTime = -1
     endpoint.libInit(config)
     endpoint.audDevManager().setNullDev()
     transport = pj.TransportConfig()
@@ -118,7 +133,7 @@ def place_call(
             step = pending.pop(0)
             if step.action == "keys":
                 keys = pj.CallSendDtmfParam()
-                keys.method = pj.PJSUA_DTMF_METHOD_SIP_INFO
+                keys.method = DTMF_METHODS[dtmf_method]
                 keys.digits = step.value
                 call.sendDtmf(keys)
             else:
@@ -137,6 +152,7 @@ def place_call(
             "target": target,
             "caller": caller,
             "answered": call.answered_at is not None,
+            "dtmf_method": dtmf_method,
             "status": call.status,
             "done": done,
         }
@@ -162,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--caller", default="13800138000", help="calling number (From user)")
     parser.add_argument("--keys", action="append", default=[], help="DIGITS@SECONDS after the answer")
     parser.add_argument("--say", action="append", default=[], help="WAV@SECONDS after the answer")
+    parser.add_argument(
+        "--dtmf-method",
+        choices=sorted(DTMF_METHODS),
+        default="rfc2833",
+        help="how keys are sent: RFC 2833 events in the RTP stream (default) or SIP INFO",
+    )
     parser.add_argument("--seconds", type=float, default=40.0, help="hang up after this long")
     parser.add_argument("--record", type=Path, help="keep what the caller heard in this WAV file")
     args = parser.parse_args(argv)
@@ -171,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     with tempfile.TemporaryDirectory(prefix="huiliu-caller-") as scratch:
         record = args.record or Path(scratch) / "heard.wav"
-        result = place_call(args.target, args.caller, steps, args.seconds, record)
+        result = place_call(args.target, args.caller, steps, args.seconds, record, args.dtmf_method)
     print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0
 

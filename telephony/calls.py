@@ -11,6 +11,7 @@ import asyncio
 import collections
 import contextlib
 import datetime as dt
+import os
 import time
 import uuid
 import wave
@@ -33,6 +34,7 @@ from telephony.api import (
     PlaybackOutcome,
     Prompt,
     Recording,
+    RecordingError,
     TransferFailed,
 )
 from telephony.pjsua_thread import (
@@ -61,6 +63,12 @@ TRANSFER_TIMEOUT = 30.0
 CONSULT_TIMEOUT = 30.0
 # how long a refused command waits for the call's end to arrive before it counts as an error
 ENDED_GRACE = 1.0
+# a recording may hold this much less than the time its recorder ran (clock start-up, the last buffer, a
+# media clock that fell behind on a loaded machine) before it counts as incomplete
+RECORDING_SLACK_SECONDS = 0.5
+RECORDING_SLACK_SHARE = 0.25
+# below this much free space the recordings' filesystem counts as full (pjmedia writes 4 KB buffers)
+DISK_FULL_BYTES = 64 * 1024
 
 
 class Journal(Protocol):
@@ -434,7 +442,16 @@ class PjsuaCall:
         await self._media()
         handle = self.handle
         started_at = utcnow()
-        recorder = await self._command(lambda engine: engine.start_recording(handle, target))
+        began = time.monotonic()
+        recorder: int | None = None
+        refused = ""
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            recorder = await self._command(lambda engine: engine.start_recording(handle, target))
+        except CallEnded:
+            raise
+        except (CallError, OSError) as exc:  # the caller is listened to all the same (see Call.record)
+            refused = str(exc) or type(exc).__name__
         stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         def on_digit(event: DtmfEvent) -> None:
@@ -451,12 +468,26 @@ class PjsuaCall:
             ended_by = "hangup"
         finally:
             remove()
-            with contextlib.suppress(CallError):
-                await self._command(lambda engine: engine.stop_recording(handle, recorder))
+            if recorder is not None:
+                with contextlib.suppress(CallError):
+                    await self._command(lambda engine: engine.stop_recording(handle, recorder))
+        recorded = round(time.monotonic() - began, 3)
         if ended_by == "terminator" and self._digits and self._digits[-1] in terminators:
             self._digits.pop()
         await _finalized(target)
-        recording = Recording(uuid.uuid4().hex, target, _wav_seconds(target), ended_by)
+        kept = _wav_seconds(target)
+        error, detail = await asyncio.to_thread(_storage_check, target, kept, recorded, refused)
+        recording = Recording(uuid.uuid4().hex, target, kept, ended_by, error, detail, recorded)
+        if error is not None:
+            log.error(
+                "call.recording_failed",
+                call_id=self._call_id,
+                path=str(target),
+                error=error.value,
+                detail=detail,
+                kept_seconds=kept,
+                recorded_seconds=recorded,
+            )
         self.journal.recording(recording, started_at)
         return recording
 
@@ -468,7 +499,6 @@ class PjsuaCall:
             raise CallError(f"recordings must be under {root}: {path}")
         if target.suffix.lower() != ".wav":
             raise CallError(f"recordings are WAV files (.wav): {path}")
-        target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
     async def transfer(self, target: str, attended: bool = False) -> None:
@@ -637,13 +667,43 @@ async def _finalized(path: Path, within: float = 2.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def _storage_check(
+    path: Path, kept: float, recorded: float, refused: str
+) -> tuple[RecordingError | None, str]:
+    """Whether the WAV at ``path`` holds what was recorded; if not, why, in words an admin can act on.
+
+    pjmedia's WAV writer drops what it cannot write without telling anyone, so the loss is measured: the
+    file against the time the recorder ran. A filesystem that is (nearly) full then is the reason."""
+    missing = recorded - kept
+    if not refused and missing <= max(RECORDING_SLACK_SECONDS, recorded * RECORDING_SLACK_SHARE):
+        return None, ""
+    try:
+        stats = os.statvfs(path.parent)
+        free: int | None = stats.f_bavail * stats.f_frsize
+    except OSError:
+        free = None
+    where = f"{path.parent} has {free} bytes free" if free is not None else f"{path.parent} is unreadable"
+    if free is not None and free < DISK_FULL_BYTES:
+        lost = f"no space left: kept {kept:g} s of {recorded:g} s recorded" if not refused else refused
+        return RecordingError.disk_full, f"{lost}; {where}"
+    if refused:
+        return RecordingError.recorder_failed, f"{refused}; {where}"
+    return RecordingError.incomplete, f"kept {kept:g} s of {recorded:g} s recorded; {where}"
+
+
 def _wav_seconds(path: Path) -> float:
+    """Seconds of audio in the WAV at ``path``: what its header says, but no more than the file holds (a
+    header written over a short file must not claim audio that never reached the disk)."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0.0
+    held = max(size - 44, 0) // 2
     try:
         with wave.open(str(path), "rb") as wav:
             frames, rate = wav.getnframes(), wav.getframerate()
             if frames:
-                return round(frames / rate, 3)
+                return round(min(frames, held) / rate, 3)
     except (OSError, EOFError, wave.Error):
         pass
-    size = path.stat().st_size if path.exists() else 0
-    return round(max(size - 44, 0) / (SAMPLE_RATE * 2), 3)
+    return round(held / SAMPLE_RATE, 3)

@@ -1,4 +1,5 @@
-"""REST operations on live calls: list them, hang one up, transfer one, hold one (sent to the owning worker).
+"""REST operations on live calls: list them, hang one up, transfer one, hold one (sent to the owning worker);
+and the recordings' metadata (a recording the disk could not hold shows there with its error).
 
 Who may act on a call is the composition root's rule (``CALL_ACCESS``, set by ``core.app``: an agent only on
 the call connected to them, a supervisor on any); without one, any signed-in user may.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -116,3 +118,61 @@ async def transfer(request: web.Request, body: TransferRequest) -> None:
 )
 async def hold(request: web.Request, body: HoldRequest) -> None:
     await request.app[CALL_CONTROL].hold(await _may_control(request), body.on)
+
+
+class RecordingQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    call_id: str | None = Field(default=None, max_length=256, description="only this call's recordings")
+    status: Literal["complete", "failed"] | None = Field(
+        default=None, description="failed: the file holds less than was recorded (see error)"
+    )
+    limit: int = Field(default=50, ge=1, le=500)
+
+
+class RecordingInfo(BaseModel):
+    recording_id: str
+    call_id: str
+    customer_id: str | None = None
+    path: str
+    status: Literal["complete", "failed"]
+    duration_seconds: float = Field(description="audio the file holds")
+    recorded_seconds: float | None = Field(default=None, description="how long the recorder ran")
+    ended_by: str
+    error: str | None = Field(default=None, description="disk_full, incomplete or recorder_failed")
+    error_detail: str | None = None
+    started_at: dt.datetime | None = None
+    created_at: dt.datetime
+    deleted_at: dt.datetime | None = None
+
+
+@api.route(
+    "GET",
+    "/api/recordings",
+    summary="Call recordings, newest first, with the error of any the disk could not hold",
+    role=Role.supervisor,
+    query=RecordingQuery,
+    response=list[RecordingInfo],
+)
+async def recordings(request: web.Request, query: RecordingQuery) -> list[RecordingInfo]:
+    docs = await request.app[TELEPHONY_STORE].find_recordings(
+        call_id=query.call_id, status=query.status, limit=query.limit
+    )
+    return [
+        RecordingInfo(
+            recording_id=doc["_id"],
+            call_id=doc.get("call_id", ""),
+            customer_id=doc.get("customer_id"),
+            path=doc.get("path", ""),
+            # recordings stored before errors were recorded are complete
+            status=doc.get("status") or "complete",
+            duration_seconds=doc.get("duration_seconds", 0.0),
+            recorded_seconds=doc.get("recorded_seconds"),
+            ended_by=doc.get("ended_by", ""),
+            error=doc.get("error"),
+            error_detail=doc.get("error_detail"),
+            started_at=as_utc(doc["started_at"]) if doc.get("started_at") else None,
+            created_at=as_utc(doc["created_at"]),
+            deleted_at=as_utc(doc["deleted_at"]) if doc.get("deleted_at") else None,
+        )
+        for doc in docs
+    ]

@@ -343,8 +343,13 @@ class CallJournal:
         self.enqueue(lambda: self.ledger.append(self.facts, kind, key, dict(body), at, actor))
 
     def recording(self, recording: Recording, started_at: dt.datetime) -> None:
+        """The recording's metadata, and ``call.recorded`` on the timeline — ``call.recording_failed``
+        (with the error) when the file holds less than was recorded, so an admin sees the loss."""
         at = self.ledger.clock()
-        key = self._step_key("recorded")
+        failed = recording.error is not None
+        kind = "call.recording_failed" if failed else "call.recorded"
+        key = self._step_key("recording_failed" if failed else "recorded")
+        error = recording.error.value if recording.error is not None else None
 
         async def write() -> None:
             await self.ledger.ensure_customer(self.facts)
@@ -356,18 +361,28 @@ class CallJournal:
                     "conversation_id": self.facts.conversation_id,
                     "path": str(recording.path),
                     "duration_seconds": recording.duration_seconds,
+                    "recorded_seconds": recording.recorded_seconds,
                     "ended_by": recording.ended_by,
+                    "status": "failed" if failed else "complete",
+                    "error": error,
+                    "error_detail": recording.detail or None,
                     "started_at": started_at,
                     "created_at": at,
                     "deleted_at": None,
                 }
             )
-            body = {
+            body: dict[str, Any] = {
                 "recording_id": recording.id,
                 "duration_seconds": recording.duration_seconds,
                 "ended_by": recording.ended_by,
             }
-            await self.ledger.append(self.facts, "call.recorded", key, body, at, SYSTEM)
+            if failed:
+                body |= {
+                    "error": error,
+                    "detail": recording.detail,
+                    "recorded_seconds": recording.recorded_seconds,
+                }
+            await self.ledger.append(self.facts, kind, key, body, at, SYSTEM)
 
         self.enqueue(write)
 

@@ -103,6 +103,18 @@ class TelephonyStore:
     async def add_recording(self, doc: Document) -> None:
         await self.recordings.update_one({"_id": doc["_id"]}, {"$setOnInsert": doc}, upsert=True)
 
+    async def find_recordings(
+        self, *, call_id: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[Document]:
+        """Recordings newest first, of one call and/or with one status (``complete`` or ``failed``)."""
+        query: Document = {}
+        if call_id is not None:
+            query["call_id"] = call_id
+        if status is not None:
+            query["status"] = status
+        cursor = self.recordings.find(query, sort=[("created_at", -1)], limit=limit)
+        return [doc async for doc in cursor]
+
     async def recordings_older_than(self, before: dt.datetime, limit: int = 500) -> list[Document]:
         cursor = self.recordings.find(
             {"created_at": {"$lt": before}, "deleted_at": None}, sort=[("created_at", 1)], limit=limit

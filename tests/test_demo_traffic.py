@@ -78,7 +78,8 @@ async def test_demo_traffic_pops_offers_makes_tickets_and_moves_the_wallboard(ru
             "demo",
             "traffic",
             "--seconds",
-            "25",
+            # the complaint (key 3 at 6 s, a prompt, a 15 s listen) files its ticket at ~25 s
+            "35",
             cwd=platform.workdir,
             env=env,
             stdout=asyncio.subprocess.PIPE,

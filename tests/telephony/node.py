@@ -28,6 +28,7 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 PEER = Path(__file__).resolve().parent / "peer.py"
 SIPP_PCAPS = Path("/usr/share/sip-tester")
 POOL_SIZE = 2
+START_MARK = "=== starting: "  # heads each start's output in telephony.out
 
 
 def sip_tools_missing() -> str | None:
@@ -83,6 +84,9 @@ class Node:
     process: subprocess.Popen[str]
     workdir: Path
     output: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # what it was started with (restart_node)
+    command: list[str] = field(default_factory=list)
+    new_session: bool = False
 
     @property
     def front(self) -> str:
@@ -250,8 +254,13 @@ def start_node(
     *,
     pool_size: int = POOL_SIZE,
     db_name: str | None = None,
+    prefix: tuple[str, ...] = (),
+    new_session: bool = False,
     **settings: str,
 ) -> Node:
+    """``huiliu telephony`` on free ports; ``settings`` become ``HUILIU_*`` variables. ``prefix`` runs it
+    through another command (``unshare …``); ``new_session`` gives it a process group of its own (its
+    workers and Kamailio with it), so a test can kill the whole node at once."""
     sip_port = free_udp_tcp_port()
     worker_base = free_udp_tcp_port(pool_size * 2)
     rtp_min = random.randrange(20000, 29000, 2)
@@ -277,30 +286,59 @@ def start_node(
         "HUILIU_TELEPHONY_ROUTER": "tests.telephony.routers:router",
         **{f"HUILIU_{name.upper()}": value for name, value in settings.items()},
     }
-    output = workdir / "telephony.out"  # a file, not a pipe nobody reads after start-up
-    with output.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "telephony"],
-            cwd=workdir,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+    command = [*prefix, sys.executable, "-m", "core.cli", "telephony"]
     node = Node(
         sip_port,
         [worker_base + index for index in range(pool_size)],
         data_dir,
         db_name,
         mongo.url,
-        process,
+        _launch(workdir, env, command, new_session),
         workdir,
+        env=env,
+        command=command,
+        new_session=new_session,
     )
-    deadline = time.monotonic() + 90 + 3 * pool_size
+    _wait_started(node)
+    return node
+
+
+def restart_node(node: Node) -> None:
+    """Start ``huiliu telephony`` again as it was first started (same ports, database and data directory),
+    after it stopped or was killed; waits until it takes calls."""
+    assert node.process.poll() is not None, "the node is still running"
+    node.process = _launch(node.workdir, node.env, node.command, node.new_session)
+    _wait_started(node)
+
+
+def _launch(
+    workdir: Path, env: dict[str, str], command: list[str], new_session: bool
+) -> subprocess.Popen[str]:
+    output = workdir / "telephony.out"  # a file, not a pipe nobody reads after start-up
+    with output.open("a") as sink:
+        sink.write(f"{START_MARK}{' '.join(command)}\n")
+        sink.flush()
+        return subprocess.Popen(
+            command,
+            cwd=workdir,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=new_session,
+        )
+
+
+def _wait_started(node: Node) -> None:
+    output = node.workdir / "telephony.out"
+    process = node.process
+    deadline = time.monotonic() + 90 + 3 * len(node.worker_ports)
     while time.monotonic() < deadline and process.poll() is None:
-        node.output = output.read_text(errors="replace").splitlines(keepends=True)
+        text = output.read_text(errors="replace")
+        # only what this start printed (a restart appends to the same file)
+        node.output = text[text.rfind(START_MARK) :].splitlines(keepends=True)
         if any(line.startswith("telephony: ") for line in node.output):
-            return node
+            return
         time.sleep(0.2)
     process.kill()
     raise AssertionError("huiliu telephony did not start:\n" + output.read_text(errors="replace"))
