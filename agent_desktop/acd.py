@@ -61,7 +61,7 @@ log = get_logger(__name__)
 
 ROUTING_LEASE = dt.timedelta(seconds=5)  # a node that died mid-routing gives the contact back after this
 DEFAULT_HANDLE_SECONDS = 180.0
-_LIVE = (ContactStatus.waiting, ContactStatus.routing, ContactStatus.offered)
+LIVE_CONTACT_STATUSES = (ContactStatus.waiting, ContactStatus.routing, ContactStatus.offered)
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class Acd:
     async def withdraw(self, contact_id: str, reason: str) -> Contact | None:
         """Take a contact that is not yet connected out of its queue (caller hung up, overflow)."""
         oid = contact_oid(contact_id)
-        for status in _LIVE:
+        for status in LIVE_CONTACT_STATUSES:
             contact = await self.store.update_contact(
                 {"_id": oid, "status": status.value},
                 {
@@ -566,7 +566,7 @@ class Acd:
     async def position(self, contact_id: str) -> Position:
         """Place in line (1 = next) and the expected wait from recent handle times and staffed agents."""
         contact = await self.store.contact(contact_id)
-        if contact.status not in _LIVE:
+        if contact.status not in LIVE_CONTACT_STATUSES:
             return Position(
                 contact_id=contact.id,
                 queue=contact.queue,

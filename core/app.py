@@ -11,7 +11,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from agent_desktop import DESKTOP, Desktop, DesktopSockets
+from agent_desktop import DESKTOP, ContactKind, Desktop, DesktopSockets
+from agent_desktop.acd import LIVE_CONTACT_STATUSES
 from agent_desktop.http import api as agent_desktop_api
 from agent_desktop.socket import agent_room
 from agent_desktop.softphone import Softphone, agents_own_their_calls, call_access, use_host_addresses
@@ -47,7 +48,7 @@ from telephony import HangupCause, LostCallWatch
 from telephony.control import CallControl
 from telephony.http import CALL_ACCESS, CALL_CONTROL, TELEPHONY_STORE
 from telephony.http import api as telephony_api
-from telephony.store import TelephonyStore
+from telephony.store import ENDED, TelephonyStore
 from tickets import TICKETS, create_service
 from tickets.http import api as tickets_api
 from tickets.http import mount_pages as mount_ticket_pages
@@ -148,6 +149,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[DESKTOP].acd.start()
     await lost_calls.start()
     stop_withdrawing = bus.subscribe("timeline.call.ended", _withdraw_lost_call(app[DESKTOP]))
+    await withdraw_ended_calls(app[TELEPHONY_STORE], app[DESKTOP])
     yield
     stop_withdrawing()
     await lost_calls.stop()
@@ -161,6 +163,23 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await bus.stop()
     await redis.aclose()
     await db.close()
+
+
+async def withdraw_ended_calls(store: TelephonyStore, desktop: Desktop) -> int:
+    """Queued calls whose call has already ended leave their queue. The bus subscription above misses a
+    call that ended while no web process was listening (its node died and a restarted node swept it); this
+    runs at each web start so no agent is ever offered a dead call. Returns how many were withdrawn."""
+    withdrawn = 0
+    for contact in await desktop.store.contacts_with_status(*LIVE_CONTACT_STATUSES):
+        if contact.kind is not ContactKind.call or not contact.external_ref:
+            continue
+        call = await store.call(contact.external_ref)
+        if call is not None and call.get("status") == ENDED:
+            if await desktop.acd.withdraw(contact.id, str(call.get("cause") or "ended")) is not None:
+                withdrawn += 1
+    if withdrawn:
+        log.info("acd.ended_calls_withdrawn", count=withdrawn)
+    return withdrawn
 
 
 def _withdraw_lost_call(desktop: Desktop) -> Callable[[dict[str, Any]], Awaitable[None]]:

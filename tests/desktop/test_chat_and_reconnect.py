@@ -10,8 +10,9 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import DESKTOP, ContactKind, Desktop, NewContact
-from core.app import BUS
+from core.app import BUS, withdraw_ended_calls
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent
+from telephony.http import TELEPHONY_STORE
 from tests.conftest import ApiClient
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request
 
@@ -185,3 +186,32 @@ async def test_an_offer_whose_agent_does_not_come_back_moves_on_after_the_timeou
         "code"
     ] == "offer_gone"
     assert gone.id not in (await desktop.store.contact(offered["contact"]["id"])).offered_to
+
+
+async def test_a_queued_call_that_ended_while_no_web_process_listened_is_withdrawn_at_start(
+    server: TestServer,
+) -> None:
+    """Its telephony node died and a restarted node swept it while every web process was down: the
+    ``call.ended`` event went by unheard, so the web start reconciles (no agent is offered a dead call)."""
+    desktop: Desktop = server.app[DESKTOP]
+    store = server.app[TELEPHONY_STORE]
+    await make_queue(server)
+    customer_id, _ = await caller_with_history(server)
+    for call_id, status in (("call-lost", "ended"), ("call-live", "active")):
+        await store.calls.insert_one({"_id": call_id, "status": status, "cause": "node_lost"})
+        await desktop.store.add_contact(
+            NewContact(
+                queue="after_sales", kind=ContactKind.call, customer_id=customer_id, external_ref=call_id
+            ),
+            {"after_sales": 1},
+        )
+
+    assert await withdraw_ended_calls(store, desktop) == 1
+
+    lost, live = (
+        await desktop.store.contact_by_ref("call-lost"),
+        await desktop.store.contact_by_ref("call-live"),
+    )
+    assert lost is not None and lost.status.value == "withdrawn"
+    assert live is not None and live.status.value == "waiting"
+    assert await withdraw_ended_calls(store, desktop) == 0  # nothing twice
