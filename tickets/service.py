@@ -230,6 +230,7 @@ class TicketService:
             journal=self.journal,
             messages=config.messages,
             lease=config.lease,
+            department_names={dep.id: dep.name for dep in config.departments.values()},
         )
         self.outbox = Outbox(store, self.journal, notifier, self.sla, clock=clock, lease=config.lease)
         self.reports = Reports(store, config.departments, clock)

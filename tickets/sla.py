@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Annotated, Any, Literal, cast
@@ -45,6 +46,7 @@ from tickets.models import (
     Priority,
     Recipient,
     SlaTimer,
+    Text,
     TimerState,
 )
 from tickets.notify import Messages, Notifier
@@ -375,9 +377,11 @@ class SlaEngine:
         journal: Journal,
         messages: Messages,
         lease: dt.timedelta = dt.timedelta(seconds=30),
+        department_names: Mapping[str, Text] | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
+        self.department_names = dict(department_names or {})
         self.clock = clock
         self.notifier = notifier
         self.scheduler = scheduler
@@ -638,6 +642,15 @@ class SlaEngine:
             {"$set": {"effects": [], "effects_pending": False, "lease_until": None, "effects_error": None}},
         )
 
+    def _department(self, department: str | None, language: Language) -> str:
+        """A department as the person reads it: its name in their language, else its id."""
+        if not department:
+            return ""
+        name = self.department_names.get(department)
+        if name is None:
+            return department
+        return name.en if language == "en" else name.zh
+
     async def _carry_out(self, effect: Doc, timer: Doc, ticket: Doc) -> None:
         recipients, undeliverable = await self._recipients(effect, timer, ticket)
         template = {
@@ -653,7 +666,7 @@ class SlaEngine:
                 "number": ticket["number"],
                 "what": en if language == "en" else zh,
                 "label": timer["label"],
-                "department": timer.get("department") or ticket.get("department") or "",
+                "department": self._department(timer.get("department") or ticket.get("department"), language),
                 "due": timer["due_at"]
                 .astimezone(self.policy.calendar(timer["calendar"]).zone)
                 .strftime("%m-%d %H:%M"),

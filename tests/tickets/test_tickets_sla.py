@@ -164,6 +164,8 @@ async def test_a_collaboration_request_unanswered_for_ten_minutes_texts_the_depa
     assert sent(notifier, "collaboration.escalated") == []
     await advance(clock, scheduler, seconds=1)
     assert sent(notifier, "collaboration.escalated") == [("fi_lead", "sms", "+8613900000002")]
+    [text] = [n.text for n in notifier.sent if n.template == "collaboration.escalated"]
+    assert "向财务的协作请求" in text  # the department as the lead reads it, not its id
     await advance(clock, scheduler, minutes=30)
     assert len(sent(notifier, "collaboration.escalated")) == 1
     timers = {t.label: t for t in await tickets.sla.timers_of(outcome.ticket.id) if t.kind == "collaboration"}
