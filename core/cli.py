@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -29,10 +30,14 @@ def _web(settings: Settings) -> int:
     return 0
 
 
-def _celery(settings: Settings, role: str) -> int:
+def _celery(settings: Settings, role: str, *, beat: bool = False) -> int:
     from core.worker import app
 
+    schedule = settings.data_dir / "celerybeat-schedule"
     if role == "worker":
+        if beat:  # core.worker.EmbeddedBeat
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            app.conf.huiliu_beat_schedule_file = str(schedule)
         argv = [
             "worker",
             "--pool",
@@ -51,7 +56,7 @@ def _celery(settings: Settings, role: str) -> int:
             "--loglevel",
             settings.log_level,
             "--schedule",
-            str(settings.data_dir / "celerybeat-schedule"),
+            str(schedule),
         ]
     app.start(argv)
     return 0
@@ -107,12 +112,32 @@ def _check_config(settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands other packages add (their module's ``add_parser``). Their modules import much of the platform,
+# so a process started for one command imports only its own (``huiliu run``'s supervisor, which needs none
+# of them, paid ~35 MB for the four).
+PLUGIN_COMMANDS = {
+    "asr": "asr.cli",
+    "telephony": "telephony.cli",
+    "flows": "ivr_flows.cli",
+    "demo": "core.traffic",
+}
+CORE_COMMANDS = ("run", "web", "worker", "beat", "migrate", "config", "email", "user")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``huiliu`` parser; given the ``argv`` it will parse, it leaves out the other packages' commands
+    when ``argv`` names a core command (help and unknown commands still list every command)."""
     parser = argparse.ArgumentParser(prog="huiliu", description="汇流 Huiliu omnichannel contact center")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="start everything on this machine (embedded MongoDB/Redis when unset)")
     commands.add_parser("web", help="the web process: REST, webhooks, Socket.IO, UI")
-    commands.add_parser("worker", help="a Celery worker")
+    worker = commands.add_parser("worker", help="a Celery worker")
+    worker.add_argument(
+        "--beat",
+        action="store_true",
+        help="also run the beat scheduler, as a thread of this worker (what `huiliu run` does; "
+        "never in more than one worker)",
+    )
     commands.add_parser("beat", help="the Celery beat scheduler")
     commands.add_parser("migrate", help="create indexes and apply schema migrations")
     commands.add_parser("config", help="validate the settings and print them (secrets masked)")
@@ -125,23 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=["agent", "supervisor", "admin"], default="agent")
     create.add_argument("--display-name")
     create.add_argument("--language", choices=["zh", "en"], default="zh")
-    from asr.cli import add_parser as add_asr_parser
-
-    add_asr_parser(commands)
-    from telephony.cli import add_parser as add_telephony_parser
-
-    add_telephony_parser(commands)
-    from ivr_flows.cli import add_parser as add_flows_parser
-
-    add_flows_parser(commands)
-    from core.traffic import add_parser as add_demo_parser
-
-    add_demo_parser(commands)
+    wanted = _command(sys.argv[1:] if argv is None else argv)
+    for name, module in PLUGIN_COMMANDS.items():
+        if wanted == name or (wanted not in CORE_COMMANDS and wanted not in PLUGIN_COMMANDS):
+            importlib.import_module(module).add_parser(commands)
     return parser
 
 
+def _command(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -153,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(settings)
     if args.command in ("worker", "beat"):
-        return _celery(settings, args.command)
+        return _celery(settings, args.command, beat=getattr(args, "beat", False))
     if args.command == "web":
         return _web(settings)
     if args.command == "migrate":

@@ -1,8 +1,10 @@
 """``huiliu run``: start the platform on one machine and keep it running until Ctrl-C.
 
-Embedded MongoDB and Redis start only when their ``HUILIU_*_URL`` is unset; then the web process, a Celery
-worker and beat. A child that crashes is restarted with back-off; Ctrl-C (or SIGTERM) stops everything in
-reverse order, and children die with this process even if it is killed (see ``core.embedded``).
+Embedded MongoDB and Redis start only when their ``HUILIU_*_URL`` is unset; then the web process and a Celery
+worker that runs beat as one of its threads (``huiliu worker --beat``: a separate beat process would import
+the whole platform again, ~80 MB, to send a few tasks by name), then the SIP front and its pjsua2 workers. A
+child that crashes is restarted with back-off; Ctrl-C (or SIGTERM) stops everything in reverse order, and
+children die with this process even if it is killed (see ``core.embedded``).
 """
 
 from __future__ import annotations
@@ -56,8 +58,7 @@ class Supervisor:
         python = sys.executable
         self.children = [
             Child("web", [python, "-m", "core.cli", "web"]),
-            Child("worker", [python, "-m", "core.cli", "worker"]),
-            Child("beat", [python, "-m", "core.cli", "beat"]),
+            Child("worker", [python, "-m", "core.cli", "worker", "--beat"]),
         ]
         if self.settings.email_enabled:  # the SMTP listener (omnichannel/channels/mail_process.py)
             self.children.append(Child("email", [python, "-m", "core.cli", "email"]))
