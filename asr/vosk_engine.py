@@ -7,8 +7,13 @@ because its Kaldi state cannot move). ``bench/asr.py`` measures both.
 
 Endpointing is per stream: Kaldi's own endpoint rules are model-wide (read from ``conf/model.conf`` at load),
 so the model is loaded through a view of its directory with those rules pushed out of the way, and the
-decoder ends an utterance itself after ``trailing_silence_ms`` of silence following speech (an energy VAD) or
-at ``max_utterance_ms``.
+decoder ends an utterance itself after ``trailing_silence_ms`` of silence following speech (an energy VAD,
+checked every 20 ms frame) or at ``max_utterance_ms``.
+
+Where the CPU goes (``bench/asr.py``; Korean small model): Kaldi itself is nearly all of it, and most of that
+on a new recognizer is vosk composing its lookahead decoding graph on the fly (0.15 CPU s per audio s fresh,
+0.06 once its cache is warm). So recognizers are pooled per worker (``VoskDecoder``). Frame size per
+``AcceptWaveform`` (20 ms vs 100 ms vs 1 s), partial-result JSON and our VAD each cost a few per cent at most.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import json
+import math
 import multiprocessing
 import tempfile
 import uuid
@@ -28,7 +34,7 @@ from typing import Any, ClassVar, Literal
 from asr import workers
 from asr.audio import BYTES_PER_SECOND, SAMPLE_RATE, EnergyVad, seconds
 from asr.models import ModelCatalog
-from asr.phrases import closest_phrase, tidy
+from asr.phrases import closest_phrase, comparable, tidy
 from asr.recognizer import (
     DecodingStream,
     EndpointConfig,
@@ -41,7 +47,12 @@ from asr.recognizer import (
 from core.errors import Invalid
 
 UNKNOWN = "[unk]"
-PIECE_BYTES = BYTES_PER_SECOND // 10  # endpoint checks and partials every 100 ms of audio
+PIECE_BYTES = BYTES_PER_SECOND // 10  # Kaldi is fed 100 ms at a time; a partial result after each piece
+# Audio goes to the worker as it arrives (20 ms RTP frames, or what piled up while the worker was busy), so
+# the decoder sees the end of the trailing silence at once; Kaldi still gets 100 ms pieces (PIECE_BYTES).
+STREAM_CHUNK_MS = 20
+IDLE_RECOGNIZERS = 4  # warm recognizers a worker keeps between streams (~50 MiB each once warm)
+GRAMMAR_ALTERNATIVES = 5  # hypotheses searched for a whole menu phrase
 # Kaldi's rules 2-5 (pauses after speech, utterance length) are ours to apply per stream; rule 1 (five
 # seconds with nothing but silence) stays, so long silences do not grow one endless utterance.
 KALDI_RULES_OFF = (
@@ -110,92 +121,179 @@ class VoskSpec:
     language: str
     grammar: tuple[str, ...] | None
     endpoint: EndpointConfig
+    idle_recognizers: int = IDLE_RECOGNIZERS
 
     def build(self) -> VoskDecoder:
         return VoskDecoder(self)
 
 
+@dataclass
+class PooledRecognizer:
+    """A Kaldi recognizer that outlives its streams. ``fed``: bytes it has decoded in its whole life —
+    vosk counts word times from its first sample, so a reused recognizer's times are offset by it."""
+
+    recognizer: Any
+    fed: int = 0
+
+
 class VoskDecoder:
-    """One stream's Kaldi recognizer plus our endpointing. Runs in a worker; not thread-safe."""
+    """One stream's Kaldi recognizer plus our endpointing. Runs in a worker; not thread-safe.
+
+    The recognizer comes from the worker's pool when one is idle: vosk composes the decoding graph on the
+    fly and caches what it expands in the recognizer, so a fresh recognizer costs two to three times the CPU
+    of a warm one over a first call of 20 s (``bench/asr.py`` measures both). A recognizer goes back to the
+    pool only after ``FinalResult()``, which makes vosk start its next audio with fresh features and
+    i-vector, so nothing of one caller's voice carries into the next stream.
+    """
 
     def __init__(self, spec: VoskSpec) -> None:
         import vosk
 
         self.spec = spec
         model = workers.shared_model("vosk", spec.model_path, lambda: load_model(spec.model_path))
+        grammar_json: str | None = None
         if spec.grammar:
             phrases = [grammar_words(model, spec.language, phrase) for phrase in spec.grammar]
             if model.vosk_model_find_word(UNKNOWN) >= 0:  # lets out-of-grammar speech match nothing
                 phrases.append(UNKNOWN)
             grammar_json = json.dumps(phrases, ensure_ascii=False)
-            self.recognizer = vosk.KaldiRecognizer(model, SAMPLE_RATE, grammar_json)
-        else:
-            self.recognizer = vosk.KaldiRecognizer(model, SAMPLE_RATE)
-        self.recognizer.SetWords(True)
+        self.pool_key = f"{spec.model_path}\n{grammar_json or ''}"
+        pooled = workers.borrow("vosk", self.pool_key) if spec.idle_recognizers else None
+        if pooled is None:
+            if grammar_json is None:
+                recognizer = vosk.KaldiRecognizer(model, SAMPLE_RATE)
+            else:
+                recognizer = vosk.KaldiRecognizer(model, SAMPLE_RATE, grammar_json)
+            recognizer.SetWords(True)
+            if grammar_json is not None:
+                recognizer.SetMaxAlternatives(GRAMMAR_ALTERNATIVES)
+            pooled = PooledRecognizer(recognizer)
+        self.pooled: PooledRecognizer | None = pooled
+        self.recognizer = pooled.recognizer
+        self.time_base = seconds(pooled.fed)
         self.vad = EnergyVad()
-        self.fed = 0  # bytes decoded so far
+        self.fed = 0  # bytes given to Kaldi so far
+        self.unfed = b""  # whole VAD frames not given to Kaldi yet (less than a piece, or up to an endpoint)
+        self.carry = b""  # less than a VAD frame, classified with the next call
         self.utterance_start = 0  # byte offset where the current utterance began
         self.onset: int | None = None  # byte offset of the first speech frame in it
         self.last_partial = ""
-        self.carry = b""  # audio short of a whole piece, decoded with the next call
+        self.finished = False
 
     def accept(self, pcm: bytes) -> list[RecognitionResult]:
-        # Kaldi is fed fixed 100 ms pieces at fixed offsets, however the audio arrived: the same audio then
-        # always gives the same words (chunk boundaries shift online i-vector and nnet chunking otherwise).
+        # Every 20 ms frame is classified as it arrives and the endpoint is checked after each, so a final
+        # comes one frame after the trailing silence is complete, not up to a piece later. Kaldi is fed
+        # 100 ms pieces counted from the start of the utterance, however the audio arrived, so the same
+        # audio is decoded the same way (chunk boundaries shift online i-vector and nnet chunking).
         data = self.carry + pcm
-        whole = len(data) - len(data) % PIECE_BYTES
+        whole = len(data) - len(data) % self.vad.frame_bytes
         self.carry = data[whole:]
-        return self._decode(data[:whole])
-
-    def finish(self) -> list[RecognitionResult]:
-        results = self._decode(self.carry) if self.carry else []
-        self.carry = b""
-        return [*results, self._final(self.recognizer.FinalResult())]
-
-    def _decode(self, pcm: bytes) -> list[RecognitionResult]:
         results: list[RecognitionResult] = []
-        for offset in range(0, len(pcm), PIECE_BYTES):
-            piece = pcm[offset : offset + PIECE_BYTES]
-            flags = self.vad.push(piece)
-            if self.onset is None and any(flags):
-                self.onset = self.fed + flags.index(True) * self.vad.frame_bytes
-            kaldi_endpoint = self.recognizer.AcceptWaveform(piece)
-            self.fed += len(piece)
-            length_ms = (self.fed - self.utterance_start) * 1000 // BYTES_PER_SECOND
+        endpoint = self.spec.endpoint
+        for offset in range(0, whole, self.vad.frame_bytes):
+            frame = data[offset : offset + self.vad.frame_bytes]
+            (voiced,) = self.vad.push(frame)
+            if voiced and self.onset is None:
+                self.onset = self.fed + len(self.unfed)
+            self.unfed += frame
+            length_ms = (self.fed + len(self.unfed) - self.utterance_start) * 1000 // BYTES_PER_SECOND
             heard_speech = self.vad.speech_ms >= MIN_SPEECH_MS
             if (
-                kaldi_endpoint
-                or (heard_speech and self.vad.trailing_silence_ms >= self.spec.endpoint.trailing_silence_ms)
-                or length_ms >= self.spec.endpoint.max_utterance_ms
-            ):
-                final = self._final(self.recognizer.Result())
-                if final.text:
-                    results.append(final)
-                continue
-            text = self._clean(json.loads(self.recognizer.PartialResult()).get("partial", ""))
-            if text and text != self.last_partial and heard_speech:
-                self.last_partial = text
-                results.append(
-                    RecognitionResult(
-                        text=text,
-                        is_final=False,
-                        start=seconds(self.onset if self.onset is not None else self.utterance_start),
-                        end=seconds(self.fed),
-                        language=self.spec.language,
-                    )
-                )
+                heard_speech and self.vad.trailing_silence_ms >= endpoint.trailing_silence_ms
+            ) or length_ms >= endpoint.max_utterance_ms:
+                self._feed()
+                self._end_utterance(results)
+            elif len(self.unfed) >= PIECE_BYTES:
+                if self._feed():  # Kaldi's own endpoint (five seconds of nothing but silence)
+                    self._end_utterance(results)
+                else:
+                    self._partial(results, heard_speech)
         return results
+
+    def finish(self) -> list[RecognitionResult]:
+        self.unfed += self.carry
+        self.carry = b""
+        self._feed()
+        self.finished = True
+        return [self._final(self.recognizer.FinalResult())]
+
+    def close(self) -> None:
+        """Return the recognizer to the worker's pool (first ending its audio if the stream was abandoned)."""
+        if self.pooled is None:
+            return
+        pooled, self.pooled = self.pooled, None
+        if not self.finished:
+            self.recognizer.FinalResult()
+        pooled.fed += self.fed
+        workers.give_back("vosk", self.pool_key, pooled, self.spec.idle_recognizers)
+
+    def _feed(self) -> bool:
+        """Give Kaldi the audio held back; True when Kaldi itself says the utterance ended."""
+        if not self.unfed:
+            return False
+        piece, self.unfed = self.unfed, b""
+        self.fed += len(piece)
+        return bool(self.recognizer.AcceptWaveform(piece))
+
+    def _partial(self, results: list[RecognitionResult], heard_speech: bool) -> None:
+        text = self._clean(json.loads(self.recognizer.PartialResult()).get("partial", ""))
+        if text and text != self.last_partial and heard_speech:
+            self.last_partial = text
+            results.append(
+                RecognitionResult(
+                    text=text,
+                    is_final=False,
+                    start=seconds(self.onset if self.onset is not None else self.utterance_start),
+                    end=seconds(self.fed),
+                    language=self.spec.language,
+                )
+            )
+
+    def _end_utterance(self, results: list[RecognitionResult]) -> None:
+        # FinalResult, not Result: Result decodes only what Kaldi's network chunking has reached, which can
+        # be a syllable short of the audio fed ("시간" came out "시 가" when the pause was cut at 400 ms)
+        # and leaves that syllable to the next utterance. FinalResult decodes everything fed; the price
+        # is that vosk restarts its features and i-vector for the next utterance of the stream.
+        final = self._final(self.recognizer.FinalResult())
+        if final.text:
+            results.append(final)
 
     def _clean(self, text: str) -> str:
         return tidy(" ".join(word for word in text.split() if word != UNKNOWN), self.spec.language)
 
+    def _word(self, item: dict[str, Any]) -> Word:
+        # Times in the stream's own seconds, at vosk's 10 ms frame resolution.
+        return Word(
+            text=item["word"],
+            start=round(item["start"] - self.time_base, 3),
+            end=round(item["end"] - self.time_base, 3),
+            confidence=item.get("conf"),
+        )
+
+    def _menu_choice(self, alternatives: list[dict[str, Any]]) -> tuple[dict[str, Any], float | None]:
+        """Grammar mode: the best of vosk's n-best that says a whole phrase of the menu, else the best one.
+
+        vosk's grammar also lets the first words of a phrase through on their own ("상담원" outscored
+        "상담원 연결" on a clip of the whole phrase), which is no option of the menu. The confidence is the
+        chosen hypothesis' share of the likelihood of the hypotheses that compete with it: the whole
+        phrases of the menu, or all of them when none is one.
+        """
+        if not alternatives:
+            return {}, None
+        menu = {comparable(phrase) for phrase in self.spec.grammar or ()}
+        phrases = [item for item in alternatives if comparable(item.get("text", "")) in menu]
+        competing = phrases or alternatives
+        best = max(float(item["confidence"]) for item in competing)
+        weights = [math.exp(float(item["confidence"]) - best) for item in competing]
+        chosen = weights.index(1.0)
+        return competing[chosen], weights[chosen] / sum(weights)
+
     def _final(self, raw: str) -> RecognitionResult:
         parsed = json.loads(raw)
-        words = tuple(
-            Word(text=item["word"], start=item["start"], end=item["end"], confidence=item.get("conf"))
-            for item in parsed.get("result", [])
-            if item.get("word") != UNKNOWN
-        )
+        menu_confidence: float | None = None
+        if "alternatives" in parsed:
+            parsed, menu_confidence = self._menu_choice(parsed["alternatives"])
+        words = tuple(self._word(item) for item in parsed.get("result", []) if item.get("word") != UNKNOWN)
         text = self._clean(parsed.get("text", ""))
         if self.vad.speech_ms < MIN_SPEECH_MS:
             # Kaldi makes up short words from line noise; an utterance the VAD heard no speech in is empty.
@@ -207,7 +305,11 @@ class VoskDecoder:
             start=words[0].start if words else start,
             end=words[-1].end if words else seconds(self.fed),
             confidence=(
-                sum(word.confidence or 0.0 for word in words) / len(words) if words and text else None
+                None
+                if not (words and text)
+                else menu_confidence
+                if menu_confidence is not None
+                else sum(word.confidence or 0.0 for word in words) / len(words)
             ),
             words=words,
             phrase=closest_phrase(text, self.spec.grammar) if self.spec.grammar else None,
@@ -226,12 +328,22 @@ class VoskRecognizer(Recognizer):
     engine: ClassVar[str] = "vosk"
     streaming: ClassVar[bool] = True
 
-    def __init__(self, catalog: ModelCatalog, *, workers: int = 2, mode: Mode = "thread") -> None:
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        *,
+        workers: int = 2,
+        mode: Mode = "thread",
+        idle_recognizers: int = IDLE_RECOGNIZERS,
+    ) -> None:
         if workers < 1:
             raise Invalid("workers must be at least 1")
+        if idle_recognizers < 0:
+            raise Invalid("idle_recognizers must be 0 or more")
         self.catalog = catalog
         self.workers = workers
         self.mode = mode
+        self.idle_recognizers = idle_recognizers
         self._threads: concurrent.futures.ThreadPoolExecutor | None = None
         self._processes: list[concurrent.futures.ProcessPoolExecutor] = []
         self._next_process = itertools.count()
@@ -251,12 +363,16 @@ class VoskRecognizer(Recognizer):
         sample_rate: int = 16_000,
     ) -> RecognizerStream:
         phrases = check_stream_request(grammar, sample_rate)
-        spec = VoskSpec(str(self.catalog.vosk_path(language)), language, phrases, endpoint)
+        spec = VoskSpec(
+            str(self.catalog.vosk_path(language)), language, phrases, endpoint, self.idle_recognizers
+        )
         handle = workers.WorkerHandle(self._executor(), uuid.uuid4().hex, spec)
-        return DecodingStream(handle, language=language)
+        return DecodingStream(handle, language=language, chunk_ms=STREAM_CHUNK_MS)
 
     async def preload(self, language: str) -> None:
-        spec = VoskSpec(str(self.catalog.vosk_path(language)), language, None, EndpointConfig())
+        spec = VoskSpec(
+            str(self.catalog.vosk_path(language)), language, None, EndpointConfig(), self.idle_recognizers
+        )
         targets: list[concurrent.futures.Executor] = (
             [self._executor() for _ in range(self.workers)] if self.mode == "process" else [self._executor()]
         )

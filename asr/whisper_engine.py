@@ -103,6 +103,9 @@ class WhisperDecoder:
             return [RecognitionResult("", True, position, position, language=self.spec.language)]
         return [self._transcribe(utterance)]
 
+    def close(self) -> None:
+        """Nothing to release: the model is shared and the segmenter is garbage."""
+
     def _prompt(self) -> str | None:
         if self.spec.grammar:
             separator = "，" if self.spec.language == "zh" else ", "

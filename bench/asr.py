@@ -7,18 +7,26 @@ interval and memory per model, for every engine installed.
 The audio is made here with espeak-ng + sox (Korean for vosk ko, Mandarin via pypinyin for whisper and
 vosk zh, English for vosk en): a "call" is a few utterances separated by one second of quiet line noise.
 
-* RTF: one stream fed as fast as it will take the audio; wall time / audio time, and process CPU time /
-  audio time (CPU time is what is left when other programs share the cores).
+* RTF: one stream fed as fast as it will take the audio; wall time / audio time, and CPU time / audio time
+  (this process and its worker processes; CPU time is what still holds when other programs share the
+  cores). vosk twice: on a fresh Kaldi recognizer (the first streams after start) and on a warm one from
+  the worker's pool (every stream after that; vosk caches the decoding graph it expands).
 * Throughput: 1, 2 and 4 streams fed as fast as they take audio at once; audio seconds decoded per wall
   second ("3.0x": three streams' worth of real time) — the capacity if nothing else needed the cores.
 * Live streams: N streams fed in 20 ms frames at the real-time pace, started 0.3 s apart. For every utterance,
   latency = arrival of its final − the moment its last speech frame was fed (so it includes the endpoint's
   trailing silence, 400 ms by default). N streams are "in real time" when the p95 of that latency stays
   under 1.5 s and no stream's feed fell more than 1 s behind the clock; the sweep stops at the first N that
-  is not.
+  is not. "CPU per audio s" is the CPU time of the whole run over the audio decoded: 1 / that is how many
+  streams the cores could carry if nothing else ran. The sweeps run after the throughput runs, so the
+  recognizer pool is warm, as on a platform that has been up for a few calls.
 * vosk runs twice: decoding in a thread pool (one shared model) and in worker processes (a model per
   process), both with 2 workers.
-* Memory: RSS of a fresh process before and after loading the model and decoding one utterance.
+* Memory: RSS of a fresh process before and after loading the model and decoding a call, and what a second
+  stream decoding the same call adds (for vosk: one warm recognizer, live or waiting in the pool).
+* Partial interval: time between successive partial results that changed (gaps over 1 s, between
+  utterances, are left out). The vosk
+  decoder looks at its hypothesis after every 100 ms of audio and sends it only when the text changed.
 
 Progress goes to stderr; stdout gets the machine and one table.
 """
@@ -60,7 +68,7 @@ from asr import (
 from asr.audio import BYTES_PER_SECOND, EnergyVad
 from asr.engines import catalog_from_settings
 from asr.models import OFFICIAL_VOSK_MODELS
-from asr.workers import Decoder
+from asr.workers import DecoderSpec
 from core.settings import load_settings
 
 FRAME_BYTES = 640  # 20 ms
@@ -154,6 +162,7 @@ class LiveRun:
     partial_gaps: list[float] = field(default_factory=list)
     missed: int = 0
     worst_feed_lag: float = 0.0
+    cpu_per_audio_second: float = 0.0
 
     @property
     def realtime(self) -> bool:
@@ -206,9 +215,11 @@ async def live_stream(recognizer: Recognizer, language: str, call: Call, delay: 
 
 async def live(recognizer: Recognizer, language: str, call: Call, streams: int) -> LiveRun:
     run = LiveRun(streams)
+    cpu_before = cpu_seconds()
     await asyncio.gather(
         *(live_stream(recognizer, language, call, 0.3 * index, run) for index in range(streams))
     )
+    run.cpu_per_audio_second = (cpu_seconds() - cpu_before) / (streams * call.seconds)
     return run
 
 
@@ -227,18 +238,32 @@ async def throughput(recognizer: Recognizer, language: str, call: Call, streams:
     return streams * call.seconds / (time.perf_counter() - started)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its live child processes (the vosk worker processes)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    total = usage.ru_utime + usage.ru_stime
+    ticks = os.sysconf("SC_CLK_TCK")
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # fields after the name: state, ppid, ..., utime (12), stime (13)
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 async def single_rtf(recognizer: Recognizer, language: str, call: Call) -> tuple[float, float]:
     stream = recognizer.open_stream(language)
-    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     for frame in frames(call.pcm):
         await stream.feed(frame)
     await stream.finish()
     _ = [result async for result in stream.results()]
     wall = time.perf_counter() - started
-    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return wall / call.seconds, cpu / call.seconds
+    return wall / call.seconds, (cpu_seconds() - cpu_before) / call.seconds
 
 
 def rss_mib() -> float:
@@ -251,20 +276,30 @@ def rss_mib() -> float:
 def _memory_probe(engine: str, language: str, pcm: bytes, queue: multiprocessing.Queue[str]) -> None:
     before = rss_mib()
     catalog = catalog_from_settings(load_settings())
-    decoder: Decoder
+    spec: DecoderSpec
     if engine == "vosk":
         from asr.vosk_engine import VoskSpec
 
-        decoder = VoskSpec(str(catalog.vosk_path(language)), language, None, EndpointConfig()).build()
+        # No pool: every decoder gets its own recognizer, so the second one shows what each warm
+        # recognizer (a live stream, or one waiting in the pool) adds.
+        spec = VoskSpec(str(catalog.vosk_path(language)), language, None, EndpointConfig(), 0)
     else:
         from asr.whisper_engine import WhisperSpec
 
         spec = WhisperSpec(catalog.require_whisper(), language, None, EndpointConfig(), "float32", 1, 1, 5)
-        decoder = spec.build()
+    decoder = spec.build()
     loaded = rss_mib()
     decoder.accept(pcm)
     decoder.finish()
-    queue.put(f"{loaded - before:,.0f} MiB loaded, {rss_mib() - before:,.0f} MiB after one utterance")
+    first = rss_mib()
+    second = spec.build()
+    second.accept(pcm)
+    second.finish()
+    seconds = len(pcm) / BYTES_PER_SECOND
+    queue.put(
+        f"{loaded - before:,.0f} MiB loaded, {first - before:,.0f} MiB after {seconds:.0f} s of speech; "
+        f"+{rss_mib() - first:,.0f} MiB for a second stream"
+    )
 
 
 def model_memory(engine: str, language: str, pcm: bytes) -> str:
@@ -312,6 +347,7 @@ async def sweep(
         target = f"≤ {FINAL_TARGET_MS} ms" if count == STREAMS_TARGET and streaming else ""
         verdict = "real time" if run.realtime else f"NOT real time (feed lag {run.worst_feed_lag:.1f} s)"
         table.add(label, f"EoS → final, {count} streams", f"{run.latency_summary()}; {verdict}", target)
+        table.add(label, f"CPU per audio s, {count} streams", f"{run.cpu_per_audio_second:.3f}")
         if count == 1 and streaming:
             gaps = run.partial_gaps
             value = (
@@ -349,7 +385,7 @@ async def main(args: argparse.Namespace) -> Table:
             label = f"vosk {language}"
             progress(f"{label}: memory of {path.name if path.name != 'model' else path.parent.name}")
             table.add(label, "model", str(path))
-            table.add(label, "memory per model (RSS)", model_memory("vosk", language, call.pcm[: 3 * 32_000]))
+            table.add(label, "memory per model (RSS)", model_memory("vosk", language, call.pcm))
             modes: tuple[Literal["thread", "process"], ...] = ("thread", "process")
             for mode in modes:
                 label_mode = f"{label} ({'threads' if mode == 'thread' else 'processes'})"
@@ -358,8 +394,15 @@ async def main(args: argparse.Namespace) -> Table:
                     progress(f"{label_mode}: loading the model")
                     await recognizer.preload(language)
                     if mode == "thread":
+                        fresh = VoskRecognizer(catalog, workers=1, idle_recognizers=0)
+                        try:
+                            wall, cpu = await single_rtf(fresh, language, call)
+                        finally:
+                            await fresh.aclose()
+                        table.add(label, "RTF, fresh recognizer (wall / CPU)", f"{wall:.3f} / {cpu:.3f}")
+                        await single_rtf(recognizer, language, call)  # warms the pooled recognizer
                         wall, cpu = await single_rtf(recognizer, language, call)
-                        table.add(label, "RTF, 1 stream unpaced (wall / CPU)", f"{wall:.2f} / {cpu:.2f}")
+                        table.add(label, "RTF, warm recognizer (wall / CPU)", f"{wall:.3f} / {cpu:.3f}")
                     progress(f"{label_mode}: throughput")
                     rates = [await throughput(recognizer, language, call, n) for n in (1, 2, 4)]
                     table.add(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
+import time
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -17,6 +21,7 @@ from asr import (
 )
 from asr.phrases import closest_phrase, tidy
 from asr.recognizer import DecoderHandle, DecodingStream, RecognizerStream
+from asr.workers import WorkerHandle
 from core.errors import Invalid
 from tests.asr.speech import babble, frames, silence, white_noise
 
@@ -132,6 +137,50 @@ async def test_a_failing_engine_ends_the_stream_with_an_error_instead_of_hanging
         await stream.feed(bytes(3200))
     with pytest.raises(RecognitionFailed):
         await stream.finish()
+
+
+@dataclass
+class BusyDecoder:
+    """Takes a while over each chunk and notes whether it is closed while still working on one."""
+
+    started: threading.Event
+    log: list[str]
+    busy: bool = False
+
+    def accept(self, pcm: bytes) -> list[RecognitionResult]:
+        self.busy = True
+        self.started.set()
+        time.sleep(0.3)
+        self.busy = False
+        self.log.append("accepted")
+        return []
+
+    def finish(self) -> list[RecognitionResult]:
+        return []
+
+    def close(self) -> None:
+        self.log.append("closed while decoding" if self.busy else "closed")
+
+
+@dataclass(frozen=True)
+class BusySpec:
+    started: threading.Event = field(default_factory=threading.Event)
+    log: list[str] = field(default_factory=list)
+
+    def build(self) -> BusyDecoder:
+        return BusyDecoder(self.started, self.log)
+
+
+async def test_hanging_up_mid_decode_closes_the_decoder_only_after_the_chunk_in_hand() -> None:
+    # A worker thread cannot be interrupted; a pooled recognizer closed under a running decode would be
+    # used by two threads at once.
+    spec = BusySpec()
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        stream = DecodingStream(WorkerHandle(executor, "call-1", spec), language="zh", chunk_ms=20)
+        await stream.feed(bytes(640))
+        assert await asyncio.to_thread(spec.started.wait, 10)
+        await stream.aclose()
+    assert spec.log == ["accepted", "closed"]
 
 
 async def test_abandoned_stream_ends_its_results() -> None:

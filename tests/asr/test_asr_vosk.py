@@ -26,6 +26,7 @@ from asr import (
     character_error_rate,
     workers,
 )
+from asr.audio import EnergyVad
 from core.errors import Invalid
 from tests.asr.speech import Speak, frames, line_noise, silence, white_noise
 
@@ -44,7 +45,9 @@ async def vosk() -> AsyncIterator[VoskRecognizer]:
     await recognizer.aclose()
 
 
-async def run(stream: RecognizerStream, pcm: bytes, *, within: float = 120) -> list[RecognitionResult]:
+async def run(
+    stream: RecognizerStream, pcm: bytes, *, within: float = 120, frame_ms: int = 20
+) -> list[RecognitionResult]:
     collected: list[RecognitionResult] = []
 
     async def consume() -> None:
@@ -53,7 +56,7 @@ async def run(stream: RecognizerStream, pcm: bytes, *, within: float = 120) -> l
 
     async with asyncio.timeout(within):
         task = asyncio.create_task(consume())
-        for frame in frames(pcm):
+        for frame in frames(pcm, frame_ms):
             await stream.feed(frame)
         await stream.finish()
         await task
@@ -94,6 +97,8 @@ async def test_grammar_mode_picks_the_spoken_menu_option(vosk: VoskRecognizer, s
         results = await run(vosk.open_stream("ko", grammar=menu), speak(said) + line_noise(0.6))
         finals = [r for r in results if r.is_final and r.text]
         assert [final.phrase for final in finals] == [said], results
+        # The IVR takes a menu answer only above its min_confidence (0.5 by default).
+        assert finals[0].confidence is not None and finals[0].confidence >= 0.5, finals
 
 
 async def test_grammar_word_outside_the_vocabulary_is_a_precise_error(vosk: VoskRecognizer) -> None:
@@ -144,3 +149,79 @@ async def test_process_mode_decodes_in_worker_processes(speak: Speak) -> None:
         await recognizer.aclose()
     finals = [r for r in results if r.is_final and r.text]
     assert finals and character_error_rate("카드 번호", finals[0].text) <= 0.35
+
+
+def finals_of(results: list[RecognitionResult]) -> list[RecognitionResult]:
+    return [result for result in results if result.is_final and result.text]
+
+
+async def test_how_the_audio_is_cut_into_frames_does_not_change_the_words(
+    vosk: VoskRecognizer, speak: Speak
+) -> None:
+    # Telephony sends 20 ms frames; a recording may arrive in 30 ms or one-second reads. The decoder feeds
+    # Kaldi the same 100 ms pieces from the same offsets whatever the arrival, so the utterances, words and
+    # times are the same, up to vosk's own run-to-run wobble: the same pieces in the same process give a
+    # last word ending 1.26 or 1.32 s, so times are compared within two 30 ms frames.
+    said = ["카드 번호", "카드 번호"]
+    audio = speak(said[0]) + line_noise(1.0) + speak(said[1]) + line_noise(1.0)
+    runs = {
+        ms: finals_of(await run(vosk.open_stream("ko"), audio, frame_ms=ms)) for ms in (20, 30, 100, 1000)
+    }
+    reference = runs[20]
+    for ms, finals in runs.items():
+        assert len(finals) == len(said), (ms, finals)
+        for final, expected, text in zip(finals, reference, said, strict=True):
+            assert character_error_rate(text, final.text) <= 0.35, (ms, finals)
+            assert abs(final.start - expected.start) <= 0.061 and abs(final.end - expected.end) <= 0.061
+
+
+def endpoint_frame(audio: bytes, trailing_silence_ms: int) -> int:
+    """Index of the 20 ms frame at which the pause after the last speech frame reaches the endpoint."""
+    flags = EnergyVad().push(audio)
+    last_voiced = max(index for index, voiced in enumerate(flags) if voiced)
+    return last_voiced + trailing_silence_ms // 20
+
+
+async def test_final_comes_with_the_frame_that_completes_the_pause(
+    vosk: VoskRecognizer, speak: Speak
+) -> None:
+    # Nothing after that frame is fed, so a final can only come from it: the decoder checks the endpoint
+    # after every 20 ms frame and the stream does not hold frames back to make up bigger chunks.
+    phrase = speak("카드 번호")
+    lead = 0
+    while (endpoint_frame(line_noise(0.02 * lead) + phrase + line_noise(1.0), 400) + 1) % 5 in (0, 4):
+        lead += 1  # keep the endpoint off the 100 ms grid, where waiting for a whole chunk would pass too
+    audio = line_noise(0.02 * lead) + phrase + line_noise(1.0)
+    last = endpoint_frame(audio, 400)
+    stream = vosk.open_stream("ko", endpoint=EndpointConfig(trailing_silence_ms=400))
+    try:
+        for frame in frames(audio)[: last + 1]:
+            await stream.feed(frame)
+        async with asyncio.timeout(30):
+            final = await anext(result async for result in stream.results() if result.is_final)
+    finally:
+        await stream.aclose()
+    assert character_error_rate("카드 번호", final.text) <= 0.35, final
+    assert final.end <= (last + 1) * 0.02
+
+
+async def test_a_recognizer_reused_from_the_pool_starts_clean(vosk: VoskRecognizer, speak: Speak) -> None:
+    # A caller who hangs up mid-word leaves their recognizer to the next stream: that stream must not hear
+    # the half word, and its times must count from its own first sample, not the recognizer's.
+    abandoned = vosk.open_stream("ko")
+    for frame in frames(speak("메시지")[:16_000]):
+        await abandoned.feed(frame)
+    await abandoned.aclose()
+    assert workers.idle_states("vosk") >= 1
+
+    audio = line_noise(0.5) + speak("카드 번호") + line_noise(0.8)
+    reused = finals_of(await run(vosk.open_stream("ko"), audio))
+    fresh_vosk = VoskRecognizer(CATALOG, workers=1, idle_recognizers=0)
+    try:
+        fresh = finals_of(await run(fresh_vosk.open_stream("ko"), audio))
+    finally:
+        await fresh_vosk.aclose()
+    assert [final.text for final in reused] == [final.text for final in fresh], (reused, fresh)
+    assert len(reused) == 1 and character_error_rate("카드 번호", reused[0].text) <= 0.35
+    assert abs(reused[0].start - fresh[0].start) <= 0.031 and abs(reused[0].end - fresh[0].end) <= 0.031
+    assert 0.4 <= reused[0].start < reused[0].end <= len(audio) / 32_000
