@@ -47,7 +47,7 @@ from agent_desktop.routing import (
     with_preferences,
     working,
 )
-from agent_desktop.screenpop import ScreenPopBuilder
+from agent_desktop.screenpop import PopParts, ScreenPopBuilder
 from agent_desktop.store import AcdStore, agent_from_doc, contact_oid
 from core.auth import Role, User
 from core.db import utcnow
@@ -69,6 +69,7 @@ class _Offer:
     contact: Contact
     agents: list[str]
     decided_at: float
+    parts: asyncio.Task[PopParts]  # the pop's customer side, read while the agent was being picked
 
 
 class DesktopNotifier(Protocol):
@@ -243,6 +244,7 @@ class Acd:
             return None
         offered: list[str] = []
         pools = {} if pools is None else pools
+        parts: asyncio.Task[PopParts] | None = None
         try:
             skills = required_skills(queue, claimed)
             preferred = preferred_beyond(claimed, skills)
@@ -253,6 +255,8 @@ class Acd:
             guard = eligible(claimed, skills)
             pool = await self._pool(claimed, queue, guard, skills, preferred, pools)
             allowed = [agent_id for agent_id in pool if agent_id not in claimed.declined_by]
+            if allowed:  # someone is likely free: read the customer's side of the pop meanwhile
+                parts = asyncio.create_task(self.screenpop.gather(claimed), name=f"pop-{claimed.id}")
             for agent_id in await self._candidates(claimed, queue, allowed):
                 if agent_id in pool:  # claimed now or gone: either way not free for this pass
                     pool.remove(agent_id)
@@ -286,6 +290,8 @@ class Acd:
                 return None
         finally:
             if not offered:
+                if parts is not None:
+                    parts.cancel()
                 await self.store.update_contact(
                     {"_id": oid, "status": ContactStatus.routing.value, "routing_by": token},
                     {
@@ -293,10 +299,11 @@ class Acd:
                         "$unset": {"routing_by": "", "routing_until": ""},
                     },
                 )
-        return _Offer(contact_now, offered, decided_at)
+        assert parts is not None  # offered implies allowed was not empty
+        return _Offer(contact_now, offered, decided_at, parts)
 
     async def _deliver(self, offer: _Offer) -> None:
-        pop = await self.screenpop.build(offer.contact, offer.decided_at)
+        pop = self.screenpop.assemble(await offer.parts, offer.contact, offer.decided_at)
         await asyncio.gather(*(self.notifier.offer(agent_id, pop) for agent_id in offer.agents))
         await self.notifier.contact_changed(offer.contact)
 

@@ -4,9 +4,10 @@ from the customer, the unified timeline and the tickets."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from agent_desktop.models import Contact, ScreenPop
-from omnichannel import Omnichannel, TimelineEvent
+from omnichannel import Customer, Omnichannel, TimelineEvent
 from tickets import SYSTEM, Ticket, TicketService
 from tickets.models import TicketQuery
 
@@ -14,6 +15,15 @@ OPEN_STATUSES = "new,open,pending-customer,pending-internal,reopened"
 TRANSCRIPT_KIND = "transcript.final"
 BOT_SUMMARY_KIND = "bot.summary"
 IVR_FIELDS = ("flow", "version", "language", "called", "path", "variables", "intents", "ticket")
+
+
+@dataclass(frozen=True)
+class PopParts:
+    customer: Customer
+    history: list[TimelineEvent]
+    open_tickets: list[Ticket]
+    transcript: list[TimelineEvent]
+    bot_summary: str | None
 
 
 class ScreenPopBuilder:
@@ -30,6 +40,11 @@ class ScreenPopBuilder:
         self.message_limit = message_limit
 
     async def build(self, contact: Contact, decided_at: float) -> ScreenPop:
+        return self.assemble(await self.gather(contact), contact, decided_at)
+
+    async def gather(self, contact: Contact) -> PopParts:
+        """What the pop shows of the customer: it does not depend on which agent gets the offer, so the ACD
+        reads it while it picks the agent."""
         customer, latest, messages, open_tickets, transcript, summary = await asyncio.gather(
             self.omni.customers.get(contact.customer_id),
             self.omni.timeline.page(contact.customer_id, limit=self.history_limit),
@@ -41,14 +56,19 @@ class ScreenPopBuilder:
         seen = {event.id for event in latest.events}
         history = latest.events + [event for event in messages.events if event.id not in seen]
         history.sort(key=lambda event: event.ts, reverse=True)
+        return PopParts(customer, history, open_tickets, transcript, summary)
+
+    @staticmethod
+    def assemble(parts: PopParts, contact: Contact, decided_at: float) -> ScreenPop:
+        """The pop for ``contact`` as it is once offered (its offer expiry, who it is offered to)."""
         return ScreenPop(
             contact=contact,
-            customer=customer,
-            history=history,
-            open_tickets=open_tickets,
+            customer=parts.customer,
+            history=parts.history,
+            open_tickets=parts.open_tickets,
             ivr={key: contact.context[key] for key in IVR_FIELDS if key in contact.context},
-            transcript=transcript,
-            bot_summary=summary,
+            transcript=parts.transcript,
+            bot_summary=parts.bot_summary,
             offer_expires_at=contact.offer_expires_at,
             decided_at=decided_at,
         )

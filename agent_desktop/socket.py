@@ -45,7 +45,9 @@ from agent_desktop.models import (
     StateChange,
     WrapUp,
 )
+from agent_desktop.wallboard import CHANGE_SKEW
 from core.auth import Role, User
+from core.db import utcnow
 from core.errors import HuiliuError
 from core.log import get_logger
 
@@ -60,6 +62,7 @@ AGENT_NS = "/agent"
 SUPERVISOR_NS = "/supervisor"
 SUPERVISORS_ROOM = "supervisors"
 QUEUE_STATS_REFRESH = 5.0
+AGENTS_REREAD = 60.0
 
 
 def agent_room(user_id: str) -> str:
@@ -117,10 +120,11 @@ class DesktopSockets:
         self.alert_interval = alert_interval
         self.agents_refresh = agents_refresh
         self._board_changed = asyncio.Event()
-        # The agents as the wallboard shows them: re-read from MongoDB every ``agents_refresh`` (changes made
-        # on other nodes), updated in between by this node's own changes.
+        # The agents as the wallboard shows them (see _current_agents): changes made on other nodes are read
+        # every ``agents_refresh``, this node's own arrive through agent_changed.
         self._agents: dict[str, Agent] | None = None
-        self._agents_read_at = 0.0
+        self._agents_read_at = self._agents_polled_at = 0.0
+        self._agents_changed_at = utcnow()
         self._board_task: asyncio.Task[None] | None = None
         self._queue_stats: dict[str, tuple[int, float]] = {}  # queue → (waiting, monotonic time sent)
         self._unsubscribe: list[Callable[[], None]] = []
@@ -317,9 +321,19 @@ class DesktopSockets:
             )
 
     async def _current_agents(self) -> list[Agent]:
-        if self._agents is None or time.monotonic() - self._agents_read_at > self.agents_refresh:
-            self._agents_read_at = time.monotonic()
-            self._agents = {agent.user_id: agent for agent in await self.desktop.store.all_agents()}
+        """All agents, read whole every ``AGENTS_REREAD`` seconds and otherwise only those written since the
+        last look (every ``agents_refresh``: other nodes' changes; this node's arrive via agent_changed)."""
+        store = self.desktop.store
+        now, mono = utcnow(), time.monotonic()
+        if self._agents is None or mono - self._agents_read_at > AGENTS_REREAD:
+            self._agents_read_at = self._agents_polled_at = mono
+            self._agents = {agent.user_id: agent for agent in await store.all_agents()}
+            self._agents_changed_at = now
+        elif mono - self._agents_polled_at > self.agents_refresh:
+            self._agents_polled_at = mono
+            for agent in await store.agents_changed_since(self._agents_changed_at - CHANGE_SKEW):
+                self._agents[agent.user_id] = agent
+            self._agents_changed_at = now
         return sorted(self._agents.values(), key=lambda agent: agent.username)
 
     def _relay(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:

@@ -34,7 +34,11 @@ from core.errors import Conflict, NotFound
 
 Doc = dict[str, Any]
 
-register_indexes("agents", IndexModel([("presence", ASCENDING), ("idle_since", ASCENDING)]))
+register_indexes(
+    "agents",
+    IndexModel([("presence", ASCENDING), ("idle_since", ASCENDING)]),
+    IndexModel([("updated_at", ASCENDING)]),
+)
 register_indexes("agent_state_history", IndexModel([("user_id", ASCENDING), ("ts", ASCENDING)]))
 register_indexes(
     "queue_contacts",
@@ -169,7 +173,7 @@ class AcdStore:
         doc = await self.agents.find_one_and_update(
             {"_id": user_id},
             {
-                "$set": {"username": username, "display_name": display_name},
+                "$set": {"username": username, "display_name": display_name, "updated_at": now},
                 "$setOnInsert": {
                     "presence": Presence.offline.value,
                     "state": AgentState.offline.value,
@@ -201,6 +205,10 @@ class AcdStore:
     async def all_agents(self) -> list[Agent]:
         return [agent_from_doc(doc) async for doc in self.agents.find({}, sort=[("username", 1)])]
 
+    async def agents_changed_since(self, since: dt.datetime) -> list[Agent]:
+        """Agents written since ``since`` (every write stamps ``updated_at``)."""
+        return [agent_from_doc(doc) async for doc in self.agents.find({"updated_at": {"$gte": since}})]
+
     async def set_skills(self, user_id: str, skills: AgentSkills) -> Agent:
         doc = await self.agent_doc(user_id)
         slots = max(skills.max_chats - len(doc.get("chats", [])), 0)
@@ -213,6 +221,7 @@ class AcdStore:
                     "max_chats": skills.max_chats,
                     "call_blocks_chats": skills.call_blocks_chats,
                     "chat_slots": slots,
+                    "updated_at": utcnow(),
                 }
             },
         )
@@ -222,7 +231,8 @@ class AcdStore:
 
     async def update_agent(self, guard: Doc, update: Doc) -> Doc | None:
         """Apply ``update`` if ``guard`` still holds; the document after, or None when someone else won."""
-        doc = await update_returning(self.agents, guard, update)
+        stamped = {**update, "$set": {**update.get("$set", {}), "updated_at": utcnow()}}
+        doc = await update_returning(self.agents, guard, stamped)
         if doc is None:
             return None
         state = derived_state(doc).value
