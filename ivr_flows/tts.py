@@ -19,6 +19,7 @@ stops all of it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import os
 import re
@@ -36,6 +37,7 @@ log = get_logger(__name__)
 SAMPLE_RATE = 16_000
 VOICES = {"zh": "cmn-latn-pinyin", "en": "en"}
 PART_GAP_SECONDS = 0.2
+_LOCK_POLL_SECONDS = 0.02
 
 _DIGITS_ZH = dict(zip("0123456789", "ling2 yi1 er4 san1 si4 wu3 liu4 qi1 ba1 jiu3".split(), strict=True))
 _KEYS_ZH = {"*": "xing1 hao4", "#": "jing3 hao4"}
@@ -176,8 +178,10 @@ class PromptRenderer:
         return await self.speak(Template(text).render(dict(variables)), text_language)
 
     async def _once(self, target: Path, make: Callable[[Path], Awaitable[object]]) -> Path:
-        """``target``, made by ``make(tmp_path)`` unless it exists; concurrent requests share one run and
-        the file appears atomically (other processes sharing the cache see all of it or nothing)."""
+        """``target``, made by ``make(tmp_path)`` unless it exists; concurrent requests share one run, in
+        this process and in every other process sharing the cache (a lock file beside ``target``: a pool
+        of telephony workers starting on a cold cache renders each prompt once, not once per worker), and
+        the file appears atomically (readers see all of it or nothing)."""
         if target in self._ready:
             return target
         if await asyncio.to_thread(os.path.isfile, target):
@@ -190,13 +194,18 @@ class PromptRenderer:
         self._inflight[target] = future
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.stem}.{os.getpid()}.{id(future)}.wav")
+            lock = await _lock_exclusively(target.with_name(f".{target.name}.lock"))
             try:
-                await make(tmp)
-                os.replace(tmp, target)
-                self._ready.add(target)
+                if not await asyncio.to_thread(os.path.isfile, target):  # not made meanwhile elsewhere
+                    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{id(future)}.wav")
+                    try:
+                        await make(tmp)
+                        os.replace(tmp, target)
+                    finally:
+                        tmp.unlink(missing_ok=True)
             finally:
-                tmp.unlink(missing_ok=True)
+                os.close(lock)  # releases the lock
+            self._ready.add(target)
             future.set_result(target)
         except BaseException as exc:
             future.set_exception(exc if isinstance(exc, Exception) else PromptError("cancelled"))
@@ -242,6 +251,24 @@ class PromptRenderer:
                 f"{command[0]} failed ({process.returncode}): {err.decode(errors='replace')[:300]}"
             )
         return out
+
+
+async def _lock_exclusively(path: Path) -> int:
+    """An open descriptor of ``path`` holding an exclusive ``flock``, once the holder (another process or
+    renderer) lets go; closing it releases the lock. Polled, so waiting takes no thread and a cancelled
+    wait holds nothing. Lock files stay: removing one while another process waits on it would let a third
+    lock a new file of the same name."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return descriptor
+            except BlockingIOError:
+                await asyncio.sleep(_LOCK_POLL_SECONDS)
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 _FORMAT = ("-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", "-e", "signed-integer", "-t", "wav")

@@ -225,6 +225,10 @@ class TelephonyPool:
                 ),
             )
             await asyncio.to_thread(self.kamailio.start)
+        for slot in failed:
+            if slot.process is not None and slot.process.poll() is None:
+                # still starting (a big pool on a busy machine): it joins once it is ready
+                self._adopt_later(slot)
 
     @property
     def capacity(self) -> int:
@@ -249,12 +253,15 @@ class TelephonyPool:
                 continue
             slot.restarts.append(now)
             self._spawn(slot)
-            adopting = asyncio.create_task(self._adopt(slot))
-            self._adopting.add(adopting)
-            adopting.add_done_callback(self._adopting.discard)
+            self._adopt_later(slot)
         if self.kamailio is not None and not self.kamailio.alive():
             log.warning("telephony.kamailio_died")
             await asyncio.to_thread(self.kamailio.start)
+
+    def _adopt_later(self, slot: WorkerSlot) -> None:
+        adopting = asyncio.create_task(self._adopt(slot))
+        self._adopting.add(adopting)
+        adopting.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, slot: WorkerSlot) -> None:
         if await self._wait_ready([slot], 60):
@@ -262,6 +269,7 @@ class TelephonyPool:
         elif not slot.enabled:  # it had been left out: it gets calls again
             slot.enabled = True
             await self._set_state(slot, "a")
+            log.info("telephony.worker_joined", worker=slot.name, max_calls=slot.max_calls)
 
     async def _set_state(self, slot: WorkerSlot, state: str) -> None:
         if self.kamailio is not None:
@@ -301,22 +309,34 @@ class TelephonyPool:
         log.info("telephony.worker_removed", worker=slot.name)
 
     async def stop(self) -> None:
-        for slot in self.slots:
-            if slot.enabled:
+        # one RPC for the whole set, not one kamcmd per worker: a pool of 70 on a busy machine must stop
+        # within the grace a supervisor gives it (before it is killed and its workers are orphaned)
+        if any(slot.enabled for slot in self.slots):
+            for slot in self.slots:
                 slot.enabled = False
-                await self._set_state(slot, "d")
+            if self.kamailio is not None:
+                try:
+                    await asyncio.to_thread(self.kamailio.rpc, "dispatcher.set_state", "d", "1", "all")
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    log.warning("telephony.dispatcher_state_failed", worker="all", error=str(exc))
         for slot in self.slots:
             if slot.process is not None and slot.process.poll() is None:
                 slot.process.terminate()
-        await asyncio.gather(
-            *(
-                asyncio.to_thread(_wait, slot.process, self.settings.telephony_drain_seconds + 10)
-                for slot in self.slots
-                if slot.process is not None
-            )
-        )
+        processes = [slot.process for slot in self.slots if slot.process is not None]
+        await asyncio.to_thread(_wait_all, processes, self.settings.telephony_drain_seconds + 10)
         if self.kamailio is not None:
             await asyncio.to_thread(self.kamailio.stop)
+
+
+def _wait_all(processes: list[subprocess.Popen[bytes]], within: float) -> None:
+    """Wait for all of ``processes`` together (one deadline), killing what is left when it passes."""
+    deadline = time.monotonic() + within
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _wait(process: subprocess.Popen[bytes], within: float) -> None:
@@ -338,7 +358,7 @@ async def serve(settings: Settings, *, front: bool = True) -> int:
     omni = Omnichannel.create(db, EventBus(redis, db), default_region=settings.default_region)
     store = TelephonyStore(db)
     ledger = CallLedger(store, omni, worker_id="sweeper", default_region=settings.default_region)
-    sweeper = CallSweeper(ledger, store, bind_host=settings.telephony_sip_host)
+    sweeper = CallSweeper(ledger, store)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     resize: asyncio.Queue[int] = asyncio.Queue()
@@ -349,7 +369,6 @@ async def serve(settings: Settings, *, front: bool = True) -> int:
     pool: TelephonyPool | None = None
     try:
         await _prepare(db)
-        await sweeper.start()
         pool = TelephonyPool(settings, store, front=front)
         await pool.start()
         print(

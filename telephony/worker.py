@@ -6,7 +6,8 @@
 * answers every inbound INVITE with the handler the router picks for the dialed number (404 if none),
   turning each call step into timeline facts (``telephony.ledger``);
 * writes a heartbeat document every ``telephony_heartbeat_seconds``: when it stops (the process died), any
-  node's sweeper ends this worker's calls with cause ``node_lost``;
+  node's sweeper — or any web process's, when the whole node died — ends this worker's calls with cause
+  ``node_lost``;
 * takes commands for its calls (hang up, transfer) from its Redis list ``huiliu:telephony:commands:<id>``
   (``telephony.control.CallControl`` sends them);
 * on SIGTERM refuses new calls (503: the SIP front tries another worker), lets the calls it has finish for

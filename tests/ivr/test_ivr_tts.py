@@ -70,6 +70,22 @@ async def test_concurrent_requests_for_one_prompt_render_it_once(tmp_path: Path)
     assert len(set(paths)) == 1 and wav_files(tmp_path) == 1
 
 
+async def test_processes_sharing_a_cold_cache_render_each_prompt_once(tmp_path: Path) -> None:
+    # A pool of telephony workers starting together on an empty cache: each worker is its own renderer
+    # (nothing shared in memory); espeak-ng must still run once per prompt, not once per worker.
+    runs = tmp_path / "espeak-runs"
+    espeak = tmp_path / "espeak-counting"
+    espeak.write_text(f'#!/bin/sh\necho run >> {runs}\nexec {shutil.which("espeak-ng")} "$@"\n')
+    espeak.chmod(0o755)
+    cache = tmp_path / "cache"
+    workers = [PromptRenderer(cache, espeak=str(espeak)) for _ in range(4)]
+    texts = ["您好，欢迎致电汇流客服。", "请稍候。"]
+    paths = await asyncio.gather(*(worker.speak(text, "zh") for worker in workers for text in texts))
+    assert len(set(paths)) == 2 and wav_files(cache) == 2
+    assert len(runs.read_text().splitlines()) == 2, "one espeak-ng run per prompt"
+    assert all(measure(path)[1] > 0.5 for path in paths)
+
+
 async def test_a_recorded_prompt_overrides_tts(tmp_path: Path) -> None:
     prompts_dir = tmp_path / "prompts"
     prompts_dir.mkdir()
