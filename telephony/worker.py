@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ log = get_logger(__name__)
 HANDLER_GRACE_SECONDS = 30.0
 # MongoDB connections per worker process (each carries a few calls; see small_pool)
 MONGO_POOL_SIZE = 4
+# beyond draining, how long stopping may take (ledger flush, pjsua, last heartbeat) before a forced exit
+STOP_GRACE_SECONDS = 20.0
 # events for handles nobody claimed yet (an outbound call's first events race its creation)
 UNCLAIMED_EVENT_HANDLES = 256
 
@@ -484,6 +487,7 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
             ready = {"worker_id": worker.worker_id, "max_calls": facts.max_calls, "sip_port": facts.sip_port}
             await asyncio.to_thread(_write_atomically, Path(args.ready_file), json.dumps(ready))
         await stop.wait()
+        _stop_within(settings.telephony_drain_seconds + STOP_GRACE_SECONDS)
         await worker.drain(settings.telephony_drain_seconds)
     finally:
         await worker.stop()
@@ -493,6 +497,24 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         await redis.aclose()
         await db.close()
     return 0
+
+
+def _stop_within(seconds: float) -> None:
+    """Exit by force if stopping takes longer than ``seconds``: with MongoDB or Redis gone a client call can
+    hang past its timeouts, and a worker that never exits outlives its pool holding its SIP and RTP ports.
+    Its calls are then ended by the lost-call sweep (``node_lost``), as after a crash."""
+
+    def give_up() -> None:
+        print(
+            f"telephony worker did not stop within {seconds:.0f} s; exiting anyway",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+
+    watchdog = threading.Timer(seconds, give_up)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 def _write_atomically(path: Path, text: str) -> None:
