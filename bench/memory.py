@@ -38,7 +38,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -54,6 +53,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from bench._machine import machine, process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -92,23 +93,6 @@ ENTRIES = {
 
 def progress(message: str) -> None:
     print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    meminfo = Path("/proc/meminfo").read_text().split()
-    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
-    return [
-        f"CPU: {cpu}, {os.cpu_count()} cores",
-        f"RAM: {ram_gib:.1f} GiB",
-        f"OS: {platform.platform()}",
-        f"Python: {platform.python_version()}",
-        f"load average at start: {os.getloadavg()[0]:.2f} (other work slows the start, not the figures)",
-    ]
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -272,23 +256,7 @@ def stop_platform(platform: Platform) -> None:
 
 def tree(root: int) -> dict[int, str]:
     """pid → kind of every live process under ``root`` (included)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children[parent].append(int(entry.name))
-            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-    found: dict[int, str] = {}
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        found[pid] = kind(commands.get(pid, ""))
-        todo += children.get(pid, [])
-    return found
+    return {pid: kind(command) for pid, command in process_tree(root).items()}
 
 
 def kind(command: str) -> str:

@@ -46,6 +46,7 @@ import socketio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._machine import process_tree  # noqa: E402
 from core.embedded import free_port  # noqa: E402
 from core.traffic import WebChatVisitor  # noqa: E402
 
@@ -126,24 +127,7 @@ def start_platform(workdir: Path, pool: int) -> Platform:
 
 def processes(platform: Platform) -> dict[int, str]:
     """pid → short name of every live process of the platform (its tree)."""
-    children: dict[int, list[int]] = defaultdict(list)
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            stat = (entry / "stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children[parent].append(int(entry.name))
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            names[int(entry.name)] = _name(cmdline)
-    found: dict[int, str] = {}
-    todo = [platform.process.pid]
-    while todo:
-        pid = todo.pop()
-        found[pid] = names.get(pid, "?")
-        todo += children.get(pid, [])
-    return found
+    return {pid: _name(command) for pid, command in process_tree(platform.process.pid).items()}
 
 
 def _name(cmdline: str) -> str:

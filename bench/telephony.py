@@ -40,7 +40,6 @@ import contextlib
 import ctypes
 import importlib.metadata
 import os
-import platform
 import re
 import shutil
 import signal
@@ -58,6 +57,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from bench._machine import machine
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the node and sipp helpers are shared with tests/telephony
@@ -854,22 +855,6 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    meminfo = Path("/proc/meminfo").read_text().split()
-    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
-    return [
-        f"CPU: {cpu}, {os.cpu_count()} cores, shared (load average at start {os.getloadavg()[0]:.1f})",
-        f"RAM: {ram_gib:.1f} GiB",
-        f"OS: {platform.platform()}",
-        f"Python: {platform.python_version()}, pjsua2-python {importlib.metadata.version('pjsua2-python')}",
-    ]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -901,7 +886,7 @@ def main() -> int:
         args.workers, args.calls, args.rate, args.hold = 8, 40, 2.0, 1.0
     if os.geteuid() != 0 and args.line is MAIN_LINE:
         parser.error("the RTP watch opens a raw socket on lo: run as root (or with CAP_NET_RAW)")
-    header = machine()
+    header = machine(f"pjsua2-python {importlib.metadata.version('pjsua2-python')}")
     rows = run(args)
     print("\n".join(header))
     width = max(len(row[0]) for row in rows)

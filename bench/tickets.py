@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import datetime as dt
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -32,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench._machine import machine
 
 # Run as bench/tickets.py, this folder comes first on sys.path and this file's name would hide the tickets
 # package from everything that imports it.
@@ -86,23 +87,6 @@ class Table:
         return "\n".join(
             [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, self.rows)]
         )
-
-
-def machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    meminfo = Path("/proc/meminfo").read_text().split()
-    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
-    return [
-        f"CPU: {cpu}, {os.cpu_count()} cores",
-        f"RAM: {ram_gib:.1f} GiB",
-        f"OS: {platform.platform()}",
-        f"Python: {platform.python_version()}",
-        f"load average at start: {os.getloadavg()[0]:.2f} (other work on the machine skews figures)",
-    ]
 
 
 def fast_schemas(root: Path) -> Path:

@@ -20,7 +20,6 @@ import asyncio
 import datetime as dt
 import importlib.metadata
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -36,6 +35,7 @@ import pymongo
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
+from bench._machine import machine
 from core.db import Database, utcnow
 from core.embedded import EmbeddedServer, free_port, start_mongo
 from core.pagination import decode_cursor
@@ -461,23 +461,6 @@ def rss(pid: int) -> str:
     return f"{now_kib / 1024:,.0f} MiB ({source}){peak}" if now_kib else "n/a"
 
 
-def machine() -> list[str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    meminfo = Path("/proc/meminfo").read_text().split()
-    ram_gib = int(meminfo[meminfo.index("MemTotal:") + 1]) / 2**20
-    return [
-        f"CPU: {cpu}, {os.cpu_count()} cores",
-        f"RAM: {ram_gib:.1f} GiB",
-        f"OS: {platform.platform()}",
-        f"Python: {platform.python_version()} ({platform.python_implementation()})",
-        f"pymongo: {pymongo.version}",
-    ]
-
-
 async def run(args: argparse.Namespace, url: str, server: EmbeddedServer | None) -> None:
     db_name = f"huiliu_bench_timeline_{os.getpid()}"
     # socketTimeoutMS is 5 x timeout_ms: slow reads at 1 M must be measured, not cut off.
@@ -496,7 +479,10 @@ async def run(args: argparse.Namespace, url: str, server: EmbeddedServer | None)
             where = f"embedded SecantusDB {importlib.metadata.version('secantusdb')}, cache 256M, loopback"
         else:
             where = "external, --mongo-url"
-        info = [*machine(), f"MongoDB server: buildInfo version {build.get('version')} ({where})"]
+        info = machine(
+            f"pymongo: {pymongo.version}",
+            f"MongoDB server: buildInfo version {build.get('version')} ({where})",
+        )
         omni = Omnichannel.create(db, bus=None)
         bench = TimelineBench(db, omni, args, table, unretried[db_name]["timeline"])
         milestones = sorted({min(10_000, args.events), args.events})
