@@ -149,20 +149,45 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await app[DESKTOP].acd.start()
     await lost_calls.start()
     stop_withdrawing = bus.subscribe("timeline.call.ended", _withdraw_lost_call(app[DESKTOP]))
-    await withdraw_ended_calls(app[TELEPHONY_STORE], app[DESKTOP])
+    reconciling = asyncio.create_task(
+        _when_prepared(prepared, lambda: withdraw_ended_calls(app[TELEPHONY_STORE], app[DESKTOP])),
+        name="withdraw-ended-calls",
+    )
     yield
     stop_withdrawing()
-    await lost_calls.stop()
-    await app[SOFTPHONE].close()
-    await app[DESKTOP].acd.stop()
-    await app[SOCKETS].stop()
-    preparing.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await preparing
-    await app[CHANNELS].close()
-    await bus.stop()
-    await redis.aclose()
-    await db.close()
+    for task in (reconciling, preparing):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # Each step bounded: a client stuck on a server that is gone must not keep the process from exiting.
+    await _bounded("lost_calls", lost_calls.stop())
+    await _bounded("softphone", app[SOFTPHONE].close())
+    await _bounded("acd", app[DESKTOP].acd.stop())
+    await _bounded("sockets", app[SOCKETS].stop())
+    await _bounded("channels", app[CHANNELS].close())
+    await _bounded("bus", bus.stop())
+    await _bounded("redis", redis.aclose())
+    await _bounded("mongodb", db.close())
+
+
+STOP_STEP_SECONDS = 10.0
+
+
+async def _bounded(step: str, stopping: Awaitable[object]) -> None:
+    try:
+        async with asyncio.timeout(STOP_STEP_SECONDS):
+            await stopping
+    except TimeoutError:
+        log.error("app.stop_step_timed_out", step=step, seconds=STOP_STEP_SECONDS)
+
+
+async def _when_prepared(prepared: asyncio.Event, work: Callable[[], Awaitable[object]]) -> None:
+    """Run ``work`` once the database is prepared; a failure is logged (MongoDB may be away at start)."""
+    await prepared.wait()
+    try:
+        await work()
+    except Exception as exc:
+        log.warning("app.startup_work_failed", error=repr(exc))
 
 
 async def withdraw_ended_calls(store: TelephonyStore, desktop: Desktop) -> int:
