@@ -50,6 +50,8 @@ _CODEC_PRIORITY = {"G722": 200, "PCMA": 190, "PCMU": 189}
 # with calls up it also bounds how late jobs pjsua2 posts from the media thread run
 _POLL_MS = 20
 _IDLE_POLL_MS = 200
+# how long a disconnected player or tap lives on (a media clock tick is 20 ms; see Engine._graves)
+GRAVE_SECONDS = 0.5
 
 
 # ------------------------------------------------------------------------------------ configuration
@@ -443,7 +445,11 @@ class Engine:
         self.account: Any = None
         self.calls: dict[int, _Call] = {}
         self.finished_players: collections.deque[tuple[int, int]] = collections.deque()
-        self._graveyard: list[Any] = []  # media objects of ended calls, destroyed by reap()
+        self._graveyard: list[Any] = []  # recorders of ended calls, destroyed by the next reap()
+        # Players and taps (Python objects pjmedia calls back from its media thread: onEof2, onFrame*) die
+        # GRAVE_SECONDS after they were disconnected, never at once: a callback already running on the media
+        # thread when the port left the bridge must not find its object freed (pjproject #4059).
+        self._graves: collections.deque[tuple[float, Any]] = collections.deque()
         self._stale_files: list[Path] = []
         self._next_handle = 0
         self._log_writer = _LogWriter()
@@ -557,6 +563,7 @@ class Engine:
                 self.reap()
         self.calls.clear()
         self._graveyard.clear()
+        self._graves.clear()
         self.account = None
         with contextlib.suppress(Exception):
             self.ep.libDestroy()
@@ -570,7 +577,10 @@ class Engine:
                 self._drop_player(call, player)
                 self.post(PlaybackEnded(handle, player))
         if self._graveyard:
-            self._graveyard.clear()  # players and recorders are destroyed here, on this thread
+            self._graveyard.clear()  # recorders are destroyed here, on this thread
+        cutoff = time.monotonic() - GRAVE_SECONDS
+        while self._graves and self._graves[0][0] <= cutoff:
+            self._graves.popleft()  # and players and taps, once no callback can be running in them
         while self._stale_files:
             self._stale_files.pop().unlink(missing_ok=True)
 
@@ -604,7 +614,8 @@ class Engine:
         for player in call.players.values():
             if player.cleanup is not None:
                 self._stale_files.append(player.cleanup)
-        self._graveyard.extend([*call.players.values(), *call.recorders.values(), *call.taps.values()])
+        self._graveyard.extend(call.recorders.values())
+        self._bury(*call.players.values(), *call.taps.values())
         call.players.clear()
         call.recorders.clear()
         call.taps.clear()
@@ -710,7 +721,12 @@ class Engine:
                 player.stopTransmit(call.audio)
         if player.cleanup is not None:
             player.cleanup.unlink(missing_ok=True)
+        self._bury(player)
         return True
+
+    def _bury(self, *ports: Any) -> None:
+        now = time.monotonic()
+        self._graves.extend((now, port) for port in ports)
 
     def start_recording(self, handle: int, path: Path) -> int:
         call = self._call(handle)
@@ -760,7 +776,7 @@ class Engine:
             with contextlib.suppress(pj.Error):
                 tap.stopTransmit(call.audio)
         if tap is not None:
-            self._graveyard.append(tap)  # destroyed by reap() on this thread, outside any callback
+            self._bury(tap)  # destroyed by reap() on this thread, outside any callback
 
     def bridge(self, handle: int, other_handle: int) -> None:
         call, other = self._call(handle), self._call(other_handle)
