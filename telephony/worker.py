@@ -22,6 +22,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import faulthandler
 import json
 import os
 import signal
@@ -531,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rtp-count", type=int, required=True, help="how many RTP ports it may use")
     parser.add_argument("--ready-file", help="written (JSON: max_calls, sip_port) once calls are taken")
     args = parser.parse_args(argv)
+    # pjsua2 processes die now and then with SIGSEGV in libpython (README, Known problems): the Python
+    # stacks of every thread then go to this worker's log
+    faulthandler.enable(all_threads=True)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     if settings.mongo_url is None or settings.redis_url is None:

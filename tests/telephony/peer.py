@@ -15,6 +15,7 @@ transferred to (REFER: ``transferred``), calls it answered (``in1``…) and call
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import os
@@ -238,6 +239,7 @@ def _free_port() -> int:
 
 
 def main() -> int:
+    faulthandler.enable(all_threads=True)  # a SIGSEGV (README, Known problems) shows the Python stacks
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", help="call this SIP URI")
     parser.add_argument("--answer-on", type=int, default=0, help="answer calls on this SIP port instead")
