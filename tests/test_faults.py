@@ -39,21 +39,26 @@ async def own_mongo(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedServer, Path]
     server.stop()
 
 
-async def test_mongodb_down_gives_503_then_recovers(
-    own_mongo, redis_server: EmbeddedServer, tmp_path: Path
-) -> None:
-    mongo, data = own_mongo
+async def web_on(mongo: EmbeddedServer, redis: EmbeddedServer, tmp_path: Path) -> tuple[TestServer, str]:
+    """The web app on this test's own MongoDB (which the test restarts), failing fast while it is down."""
     settings = load_settings(
         environ={},
         mongo_url=mongo.url,
-        redis_url=redis_server.url,
+        redis_url=redis.url,
         db_name=f"f_{uuid.uuid4().hex[:8]}",
         data_dir=tmp_path / "var",
         mongo_timeout_ms=500,
     )
     server = TestServer(build_app(settings), host="127.0.0.1")
     await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
+    return server, str(server.make_url("")).rstrip("/")
+
+
+async def test_mongodb_down_gives_503_then_recovers(
+    own_mongo, redis_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    mongo, data = own_mongo
+    server, base = await web_on(mongo, redis_server, tmp_path)
     try:
         await wait_until_ready(base)
         async with aiohttp.ClientSession() as session:
@@ -222,17 +227,7 @@ async def test_mongodb_restarted_under_writes_loses_and_duplicates_nothing(
     own_mongo: tuple[EmbeddedServer, Path], redis_server: EmbeddedServer, tmp_path: Path
 ) -> None:
     mongo, data = own_mongo
-    settings = load_settings(
-        environ={},
-        mongo_url=mongo.url,
-        redis_url=redis_server.url,
-        db_name=f"f_{uuid.uuid4().hex[:8]}",
-        data_dir=tmp_path / "var",
-        mongo_timeout_ms=500,
-    )
-    server = TestServer(build_app(settings), host="127.0.0.1")
-    await server.start_server()
-    base = str(server.make_url("")).rstrip("/")
+    server, base = await web_on(mongo, redis_server, tmp_path)
     try:
         await wait_until_ready(base)
         async with aiohttp.ClientSession() as session:
