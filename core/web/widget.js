@@ -318,7 +318,8 @@
         socket.emit("history", { after: lastId }, function (answer) {
           if (answer && answer.limits) limits = answer.limits;
           if (answer && answer.ok) answer.ok.forEach(show);
-          if (!list.children.length) list.appendChild(el("li", "message notice", t("welcome")));
+          // the greeting heads every view of the conversation, also after a reload replays it from the server
+          if (!list.querySelector(".welcome")) list.insertBefore(el("li", "message notice welcome", t("welcome")), list.firstChild);
           outbox.forEach(deliver);
         });
       });
