@@ -382,24 +382,34 @@ class _Player(pj.AudioMediaPlayer):  # type: ignore[misc]
 
 
 class _TapPort(pj.AudioMediaPort):  # type: ignore[misc]
-    def __init__(self, sink: FrameSink) -> None:
+    """A conference port whose audio goes to, and comes from, a ``FrameSink``.
+
+    A tap is never destroyed while the endpoint runs; it is reused (``Engine._spare_taps``). pjsua2 2.15's
+    ``~AudioMediaPort`` only *queues* the port's removal from the conference bridge (done by the clock
+    thread on its next tick) and frees the port at once, and the bridge calls every port, connected or
+    not, each 20 ms: the clock thread then called into a freed object, which corrupted the Python heap
+    (workers died with SIGSEGV in libpython). An idle tap costs one empty callback per tick."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.sink = sink
+        self.sink: FrameSink | None = None
         self.receiving = False
         self.sending = False
 
     def onFrameReceived(self, frame: Any) -> None:
         # media thread
         try:
-            if frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
-                self.sink.deliver(vector_bytes(frame.buf))
+            sink = self.sink
+            if sink is not None and frame.type == pj.PJMEDIA_FRAME_TYPE_AUDIO and frame.size:
+                sink.deliver(vector_bytes(frame.buf))
         except Exception:
             pass
 
     def onFrameRequested(self, frame: Any) -> None:
         # media thread
         try:
-            pcm = self.sink.next_outgoing()
+            sink = self.sink
+            pcm = None if sink is None else sink.next_outgoing()
             if pcm is None:
                 frame.type = pj.PJMEDIA_FRAME_TYPE_NONE
                 frame.size = 0
@@ -446,10 +456,12 @@ class Engine:
         self.calls: dict[int, _Call] = {}
         self.finished_players: collections.deque[tuple[int, int]] = collections.deque()
         self._graveyard: list[Any] = []  # recorders of ended calls, destroyed by the next reap()
-        # Players and taps (Python objects pjmedia calls back from its media thread: onEof2, onFrame*) die
-        # GRAVE_SECONDS after they were disconnected, never at once: a callback already running on the media
-        # thread when the port left the bridge must not find its object freed (pjproject #4059).
+        # Players (pjmedia calls their onEof2 from its media thread) die GRAVE_SECONDS after they were
+        # disconnected, never at once: a callback already running when the port left the bridge must not
+        # find its object freed (pjproject #4059). Taps go back to _spare_taps after the same wait.
         self._graves: collections.deque[tuple[float, Any]] = collections.deque()
+        self._spare_taps: list[_TapPort] = []  # see _TapPort: never destroyed while the endpoint runs
+        self.taps_made = 0
         self._stale_files: list[Path] = []
         self._next_handle = 0
         self._log_writer = _LogWriter()
@@ -561,12 +573,17 @@ class Engine:
             while self.calls and time.monotonic() < deadline:
                 self.ep.libHandleEvents(20)
                 self.reap()
+        taps = [port for _, port in self._graves if isinstance(port, _TapPort)] + self._spare_taps
+        taps += [tap for call in self.calls.values() for tap in call.taps.values()]
         self.calls.clear()
         self._graveyard.clear()
         self._graves.clear()
         self.account = None
         with contextlib.suppress(Exception):
             self.ep.libDestroy()
+        for tap in taps:  # the bridge is gone: deleting one now would trip pjmedia's asserts, so they stay
+            tap.thisown = False
+        self._spare_taps.clear()
 
     def reap(self) -> None:
         """Stop players that reached their end; destroy what ended calls left (outside any callback)."""
@@ -580,7 +597,9 @@ class Engine:
             self._graveyard.clear()  # recorders are destroyed here, on this thread
         cutoff = time.monotonic() - GRAVE_SECONDS
         while self._graves and self._graves[0][0] <= cutoff:
-            self._graves.popleft()  # and players and taps, once no callback can be running in them
+            _, port = self._graves.popleft()  # players die, once no callback can be running in them
+            if isinstance(port, _TapPort):
+                self._spare_taps.append(port)  # taps wait for the next call (see _TapPort)
         while self._stale_files:
             self._stale_files.pop().unlink(missing_ok=True)
 
@@ -615,7 +634,8 @@ class Engine:
             if player.cleanup is not None:
                 self._stale_files.append(player.cleanup)
         self._graveyard.extend(call.recorders.values())
-        self._bury(*call.players.values(), *call.taps.values())
+        self._bury(*call.players.values())
+        self._retire_taps(*call.taps.values())
         call.players.clear()
         call.recorders.clear()
         call.taps.clear()
@@ -752,11 +772,8 @@ class Engine:
     def attach_tap(self, handle: int, sink: FrameSink, *, receive: bool, send: bool) -> int:
         call = self._call(handle)
         tap_id = self._new_handle()
-        tap = _TapPort(sink)
-        fmt = pj.MediaFormatAudio()
-        fmt.type = pj.PJMEDIA_TYPE_AUDIO
-        fmt.init(pj.PJMEDIA_FORMAT_PCM, SAMPLE_RATE, 1, 20_000, 16)
-        tap.createPort(f"tap{tap_id}", fmt)
+        tap = self._take_tap()
+        tap.sink = sink
         tap.receiving = receive
         tap.sending = send
         call.taps[tap_id] = tap
@@ -776,7 +793,23 @@ class Engine:
             with contextlib.suppress(pj.Error):
                 tap.stopTransmit(call.audio)
         if tap is not None:
-            self._bury(tap)  # destroyed by reap() on this thread, outside any callback
+            self._retire_taps(tap)
+
+    def _retire_taps(self, *taps: _TapPort) -> None:
+        for tap in taps:
+            tap.sink = None  # a frame the bridge is still handling goes nowhere
+        self._bury(*taps)  # spare again once the bridge has processed the disconnects (reap)
+
+    def _take_tap(self) -> _TapPort:
+        if self._spare_taps:
+            return self._spare_taps.pop()
+        tap = _TapPort()
+        fmt = pj.MediaFormatAudio()
+        fmt.type = pj.PJMEDIA_TYPE_AUDIO
+        fmt.init(pj.PJMEDIA_FORMAT_PCM, SAMPLE_RATE, 1, 20_000, 16)
+        self.taps_made += 1
+        tap.createPort(f"tap{self.taps_made}", fmt)
+        return tap
 
     def bridge(self, handle: int, other_handle: int) -> None:
         call, other = self._call(handle), self._call(other_handle)
