@@ -42,12 +42,8 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-# A second pass reruns only what failed, once, and says so: pjsua2 processes (the PyPI wheel) die now and then
-# with SIGSEGV in libpython (README, "Known problems"); a test that fails twice fails the build.
 pytest:
-	@$(BIN)/pytest || { \
-		echo "=== first pass failed: rerunning only the failed tests once (see README, Known problems) ==="; \
-		$(BIN)/pytest --last-failed --last-failed-no-failures none; }
+	$(BIN)/pytest
 
 # Re-pin every dependency after changing pyproject.toml.
 lock:
