@@ -5,45 +5,29 @@
 // Screens are objects with mount/render/destroy; `render` rebuilds from the screen's state, which is how a
 // language switch re-labels the page without fetching again.
 
-import { adoptUserLanguage, chooseLanguage, has, language, onLanguageChange, t } from "./i18n.js";
+import {
+  api,
+  byId,
+  errorBar,
+  errorMessage,
+  fill,
+  h,
+  logout,
+  onSessionEnd,
+  pad,
+  restoreSession,
+  session,
+  startSession,
+} from "./dom.js";
+import { chooseLanguage, has, language, onLanguageChange, t } from "./i18n.js";
 
-const TOKEN_KEY = "huiliu.token";
 const PAGE_SIZE = 50;
 const SEARCH_DELAY_MS = 250;
 const CHANNELS = ["voice", "webchat", "wechat", "sms", "email", "internal"];
 
-const session = { token: readSession(TOKEN_KEY), user: null };
 let screen = null;
 
 // ------------------------------------------------------------------------------------------------ DOM
-
-/** An element with `props` (class, attributes, on* listeners) and children (strings become text nodes). */
-function h(tag, props = {}, ...children) {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") element.className = value;
-    else if (name === "dataset") Object.assign(element.dataset, value);
-    else if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
-    else if (name === "value") element.value = value;
-    else element.setAttribute(name, value === true ? "" : String(value));
-  }
-  return fill(element, ...children);
-}
-
-/** Replace `element`'s children; arrays are flattened and null/undefined/false skipped (optional parts). */
-function fill(element, ...children) {
-  element.replaceChildren(
-    ...children.flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false),
-  );
-  return element;
-}
-
-const byId = (id) => document.getElementById(id);
-
-function pad(number) {
-  return String(number).padStart(2, "0");
-}
 
 /** Local time as `YYYY-MM-DD HH:mm` (`:ss` with `seconds`): the same in both languages, easy to scan. */
 function localTime(iso, seconds = false) {
@@ -62,116 +46,6 @@ function timeElement(iso, seconds = false) {
     localTime(iso, seconds),
   );
 }
-
-function readSession(key) {
-  try {
-    return sessionStorage.getItem(key);
-  } catch {
-    return null;
-  }
-}
-
-function writeSession(key, value) {
-  try {
-    if (value === null) sessionStorage.removeItem(key);
-    else sessionStorage.setItem(key, value);
-  } catch {
-    // storage disabled: the session lasts until this page is closed
-  }
-}
-
-// ------------------------------------------------------------------------------------------------ API
-
-class ApiError extends Error {
-  constructor(status, code, detail, retryAfter = null) {
-    super(detail || code);
-    this.status = status;
-    this.code = code;
-    this.detail = detail;
-    this.retryAfter = retryAfter;
-    this.handled = false; // true once the session ended because of it: callers show nothing more
-  }
-}
-
-async function readBody(response) {
-  const text = await response.text();
-  if (!text) return null;
-  try {
-    return JSON.parse(text);
-  } catch {
-    return { detail: text.slice(0, 300) };
-  }
-}
-
-/** Call the REST API; resolves to the JSON body, rejects with `ApiError`. A 401 ends the session. */
-async function api(method, path, { json, query } = {}) {
-  const url = new URL(path, window.location.origin);
-  for (const [name, value] of Object.entries(query || {})) {
-    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
-  }
-  const headers = { Accept: "application/json, application/problem+json" };
-  const token = session.token;
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const init = { method, headers, credentials: "omit", cache: "no-store" };
-  if (json !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(json);
-  }
-  let response;
-  try {
-    response = await fetch(url, init);
-  } catch {
-    throw new ApiError(0, "network", "");
-  }
-  const data = response.status === 204 ? null : await readBody(response);
-  if (response.ok) return data;
-  const error = new ApiError(
-    response.status,
-    data?.code || `http_${response.status}`,
-    data?.detail || response.statusText,
-    response.headers.get("Retry-After"),
-  );
-  // only the session that sent the request ends: a late 401 must not log out a newer login
-  if (response.status === 401 && token && token === session.token) {
-    endSession(error);
-    error.handled = true;
-  }
-  throw error;
-}
-
-/** The text to show for an API error: ours for codes we know, else the server's `detail`. */
-function errorMessage(error) {
-  if (!(error instanceof ApiError)) return String(error?.message || error);
-  if (error.code === "login_locked") {
-    const seconds = Number.parseInt(error.retryAfter, 10);
-    return Number.isFinite(seconds) ? t("error.login_locked", { seconds }) : t("error.login_locked_later");
-  }
-  if (error.code === "validation_failed") return t("error.validation_failed", { detail: error.detail });
-  const key = `error.${error.code}`;
-  return has(key) ? t(key) : error.detail || error.code;
-}
-
-// ------------------------------------------------------------------------------------------ error bar
-
-const errorBar = {
-  error: null,
-  show(error) {
-    if (error?.handled) return;
-    this.error = error;
-    this.render();
-  },
-  clear() {
-    this.error = null;
-    this.render();
-  },
-  render() {
-    const bar = byId("error-bar");
-    bar.hidden = this.error === null;
-    byId("error-text").textContent = this.error === null ? "" : errorMessage(this.error);
-    byId("error-close").setAttribute("aria-label", t("error.dismiss"));
-    byId("error-close").title = t("error.dismiss");
-  },
-};
 
 // ---------------------------------------------------------------------------------------- the chrome
 
@@ -207,22 +81,10 @@ function show(next) {
   renderChrome();
 }
 
-function endSession(reason = null) {
-  session.token = null;
-  session.user = null;
-  writeSession(TOKEN_KEY, null);
+onSessionEnd((reason) => {
   errorBar.clear();
   show(new LoginScreen(reason));
-}
-
-async function logout() {
-  try {
-    await api("POST", "/api/auth/logout");
-  } catch {
-    // the token is dropped here whatever the server said
-  }
-  endSession();
-}
+});
 
 // ----------------------------------------------------------------------------------------- routing
 
@@ -359,10 +221,7 @@ class LoginScreen {
       this.root.querySelector("#login-password").focus();
       return;
     }
-    session.token = result.token;
-    session.user = result.user;
-    writeSession(TOKEN_KEY, result.token);
-    adoptUserLanguage(result.user);
+    startSession(result);
     if (parseRoute() === null) window.history.replaceState(null, "", "#/customers");
     route();
   }
@@ -973,17 +832,7 @@ async function start() {
   });
   window.addEventListener("hashchange", route);
   renderChrome();
-  if (session.token) {
-    try {
-      session.user = await api("GET", "/api/auth/me");
-      adoptUserLanguage(session.user);
-    } catch (error) {
-      if (error.handled) return;
-      errorBar.show(error);
-      session.token = null;
-      writeSession(TOKEN_KEY, null);
-    }
-  }
+  await restoreSession();
   route();
 }
 

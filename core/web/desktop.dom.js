@@ -1,45 +1,29 @@
-// Shared by the agent desktop and the supervisor wallboard: DOM building, the REST client, the session, the
-// login form, the language switch and the error bar.
+// Shared by the agent desktop and the supervisor wallboard: what every page shares (dom.js: DOM building, the
+// session, the REST client, the error bar) plus the Socket.IO connection, the header and the login form.
 //
 // Everything the server sends is data, never markup: elements are built with createElement/textContent (`h`),
 // so a customer's `<img onerror=…>` or a chat message `<script>…</script>` shows as text.
 
-import { adoptUserLanguage, chooseLanguage, has, language, t } from "./i18n.js";
+import { api, byId, endSession, errorBar, errorMessage, h, logout, pad, session, startSession } from "./dom.js";
+import { chooseLanguage, language, t } from "./i18n.js";
 import { io } from "./vendor/socket.io.esm.min.js";
 
-export const TOKEN_KEY = "huiliu.token";
-export const session = { token: readSession(TOKEN_KEY), user: null };
-
-// ------------------------------------------------------------------------------------------------ DOM
-
-/** An element with `props` (class, attributes, on* listeners) and children (strings become text nodes). */
-export function h(tag, props = {}, ...children) {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(props)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (name === "class") element.className = value;
-    else if (name === "dataset") Object.assign(element.dataset, value);
-    else if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
-    else if (name === "value") element.value = value;
-    else if (name === "checked") element.checked = Boolean(value);
-    else element.setAttribute(name, value === true ? "" : String(value));
-  }
-  return fill(element, ...children);
-}
-
-/** Replace `element`'s children; arrays are flattened and null/undefined/false skipped. */
-export function fill(element, ...children) {
-  element.replaceChildren(
-    ...children.flat(Infinity).filter((child) => child !== null && child !== undefined && child !== false),
-  );
-  return element;
-}
-
-export const byId = (id) => document.getElementById(id);
-
-function pad(number) {
-  return String(number).padStart(2, "0");
-}
+export {
+  ApiError,
+  api,
+  byId,
+  endSession,
+  errorBar,
+  errorMessage,
+  fill,
+  h,
+  logout,
+  onSessionEnd,
+  restoreSession,
+  session,
+  startSession,
+  TOKEN_KEY,
+} from "./dom.js";
 
 /** Local time as `MM-DD HH:mm:ss` (or `HH:mm:ss` for today). */
 export function localTime(iso) {
@@ -72,121 +56,6 @@ export function newKey() {
   return crypto.randomUUID().replaceAll("-", "");
 }
 
-function readSession(key) {
-  try {
-    return sessionStorage.getItem(key);
-  } catch {
-    return null;
-  }
-}
-
-function writeSession(key, value) {
-  try {
-    if (value === null) sessionStorage.removeItem(key);
-    else sessionStorage.setItem(key, value);
-  } catch {
-    // storage disabled: the session lasts until this page is closed
-  }
-}
-
-// ------------------------------------------------------------------------------------------------ API
-
-export class ApiError extends Error {
-  constructor(status, code, detail) {
-    super(detail || code);
-    this.status = status;
-    this.code = code;
-    this.detail = detail;
-  }
-}
-
-const sessionEndListeners = new Set();
-
-/** Call `listener()` when the session ends (logout, expired token). */
-export function onSessionEnd(listener) {
-  sessionEndListeners.add(listener);
-}
-
-/** Call the REST API; resolves to the JSON body, rejects with `ApiError`. A 401 ends the session. */
-export async function api(method, path, { json, query } = {}) {
-  const url = new URL(path, window.location.origin);
-  for (const [name, value] of Object.entries(query || {})) {
-    if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
-  }
-  const headers = { Accept: "application/json, application/problem+json" };
-  const token = session.token;
-  if (token) headers.Authorization = `Bearer ${token}`;
-  const init = { method, headers, credentials: "omit", cache: "no-store" };
-  if (json !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(json);
-  }
-  let response;
-  try {
-    response = await fetch(url, init);
-  } catch {
-    throw new ApiError(0, "network", "");
-  }
-  const text = response.status === 204 ? "" : await response.text();
-  let data = null;
-  if (text) {
-    try {
-      data = JSON.parse(text);
-    } catch {
-      data = { detail: text.slice(0, 300) };
-    }
-  }
-  if (response.ok) return data;
-  const error = new ApiError(response.status, data?.code || `http_${response.status}`, data?.detail || "");
-  if (response.status === 401 && token && token === session.token) endSession();
-  throw error;
-}
-
-/** The text to show for an API or socket error: ours for codes we know, else the server's `detail`. */
-export function errorMessage(error) {
-  const code = error?.code;
-  if (code === "validation_failed") return t("error.validation_failed", { detail: error.detail });
-  if (code && has(`error.${code}`)) return t(`error.${code}`);
-  return error?.detail || code || String(error?.message || error);
-}
-
-export function startSession(result) {
-  session.token = result.token;
-  session.user = result.user;
-  writeSession(TOKEN_KEY, result.token);
-  adoptUserLanguage(result.user);
-}
-
-export function endSession() {
-  session.token = null;
-  session.user = null;
-  writeSession(TOKEN_KEY, null);
-  for (const listener of sessionEndListeners) listener();
-}
-
-/** The stored token's user, or null (the token expired or was revoked). */
-export async function restoreSession() {
-  if (!session.token) return null;
-  try {
-    session.user = await api("GET", "/api/auth/me");
-    adoptUserLanguage(session.user);
-    return session.user;
-  } catch {
-    session.token = null;
-    writeSession(TOKEN_KEY, null);
-    return null;
-  }
-}
-
-export async function logout() {
-  try {
-    await api("POST", "/api/auth/logout");
-  } catch {
-    // the token is dropped here whatever the server said
-  }
-  endSession();
-}
-
 // ---------------------------------------------------------------------------------------- socket
 
 const REFUSED = new Set(["invalid_token", "unauthorized", "token_expired", "forbidden_role"]);
@@ -215,27 +84,6 @@ export function connectSocket(namespace, { onLink, onConnect }) {
   });
   return socket;
 }
-
-// ------------------------------------------------------------------------------------- error bar
-
-export const errorBar = {
-  error: null,
-  show(error) {
-    this.error = error;
-    this.render();
-  },
-  clear() {
-    this.error = null;
-    this.render();
-  },
-  render() {
-    const bar = byId("error-bar");
-    bar.hidden = this.error === null;
-    byId("error-text").textContent = this.error === null ? "" : errorMessage(this.error);
-    byId("error-close").setAttribute("aria-label", t("error.dismiss"));
-    byId("error-close").title = t("error.dismiss");
-  },
-};
 
 /** Wire the header's language buttons, the logout button and the error bar's close button. */
 export function wireChrome() {
