@@ -583,7 +583,11 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             "bench": [os.getpid()],
         }
         if args.db_nice is not None:  # diagnosis: does the database starve for CPU among the workers?
-            os.setpriority(os.PRIO_PROCESS, mongo.process.pid, args.db_nice)
+            # Linux's nice is per thread: every thread the server has now (its connection threads are made
+            # by one of them and inherit it), not only the main one
+            for task in Path(f"/proc/{mongo.process.pid}/task").iterdir():
+                with contextlib.suppress(ProcessLookupError):
+                    os.setpriority(os.PRIO_PROCESS, int(task.name), args.db_nice)
         time.sleep(args.settle)  # the last workers' start-up (imports, prompt rendering) settles
         idle = Sampler(groups)
         idle.start()
