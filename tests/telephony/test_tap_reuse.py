@@ -42,7 +42,9 @@ CHURN = textwrap.dedent(
         for number, tap in enumerate(taps):
             tap.sink = Sink(number)
         taken += len(taps)
+        tick = time.monotonic() + 0.025
         engine.ep.libHandleEvents(25)
+        time.sleep(max(0.0, tick - time.monotonic()))  # at most 40 rounds a second, however fast pjsua is
         engine._retire_taps(*taps)
         engine.reap()
     engine.shutdown()
