@@ -12,14 +12,14 @@ import {
   errorMessage,
   fill,
   h,
-  logout,
   onSessionEnd,
   pad,
   restoreSession,
   session,
   startSession,
+  wireChrome,
 } from "./dom.js";
-import { chooseLanguage, has, language, onLanguageChange, t } from "./i18n.js";
+import { has, language, onLanguageChange, t } from "./i18n.js";
 
 const PAGE_SIZE = 50;
 const SEARCH_DELAY_MS = 250;
@@ -820,11 +820,7 @@ class CustomerScreen {
 // ------------------------------------------------------------------------------------------- start
 
 async function start() {
-  for (const button of byId("lang-switch").querySelectorAll("button[data-lang]")) {
-    button.addEventListener("click", () => chooseLanguage(button.dataset.lang, session.user?.username));
-  }
-  byId("logout").addEventListener("click", logout);
-  byId("error-close").addEventListener("click", () => errorBar.clear());
+  wireChrome();
   onLanguageChange(() => {
     renderChrome();
     screen?.render();

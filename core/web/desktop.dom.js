@@ -4,8 +4,8 @@
 // Everything the server sends is data, never markup: elements are built with createElement/textContent (`h`),
 // so a customer's `<img onerror=…>` or a chat message `<script>…</script>` shows as text.
 
-import { api, byId, endSession, errorBar, errorMessage, h, logout, pad, session, startSession } from "./dom.js";
-import { chooseLanguage, language, t } from "./i18n.js";
+import { api, byId, endSession, errorBar, errorMessage, h, pad, session, startSession } from "./dom.js";
+import { language, t } from "./i18n.js";
 import { io } from "./vendor/socket.io.esm.min.js";
 
 export {
@@ -23,6 +23,7 @@ export {
   session,
   startSession,
   TOKEN_KEY,
+  wireChrome,
 } from "./dom.js";
 
 /** Local time as `MM-DD HH:mm:ss` (or `HH:mm:ss` for today). */
@@ -83,15 +84,6 @@ export function connectSocket(namespace, { onLink, onConnect }) {
     }
   });
   return socket;
-}
-
-/** Wire the header's language buttons, the logout button and the error bar's close button. */
-export function wireChrome() {
-  for (const button of document.querySelectorAll("#lang-switch button[data-lang]")) {
-    button.addEventListener("click", () => chooseLanguage(button.dataset.lang, session.user?.username));
-  }
-  byId("logout").addEventListener("click", () => logout());
-  byId("error-close").addEventListener("click", () => errorBar.clear());
 }
 
 /** Re-label the header for the current language and user. */

@@ -5,7 +5,7 @@
 // Everything the server sends is data, never markup: elements are built with createElement/textContent (`h`),
 // so a customer's `<img onerror=…>` or a chat message `<script>…</script>` shows as text.
 
-import { adoptUserLanguage, has, t } from "./i18n.js";
+import { adoptUserLanguage, chooseLanguage, has, t } from "./i18n.js";
 
 export const TOKEN_KEY = "huiliu.token";
 export const session = { token: readSession(TOKEN_KEY), user: null };
@@ -200,3 +200,12 @@ export const errorBar = {
     byId("error-close").title = t("error.dismiss");
   },
 };
+
+/** Wire the header's language buttons, the logout button and the error bar's close button. */
+export function wireChrome() {
+  for (const button of document.querySelectorAll("#lang-switch button[data-lang]")) {
+    button.addEventListener("click", () => chooseLanguage(button.dataset.lang, session.user?.username));
+  }
+  byId("logout").addEventListener("click", () => logout());
+  byId("error-close").addEventListener("click", () => errorBar.clear());
+}
