@@ -532,8 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rtp-count", type=int, required=True, help="how many RTP ports it may use")
     parser.add_argument("--ready-file", help="written (JSON: max_calls, sip_port) once calls are taken")
     args = parser.parse_args(argv)
-    # pjsua2 processes die now and then with SIGSEGV in libpython (README, Known problems): the Python
-    # stacks of every thread then go to this worker's log
+    # a crash in native code (pjsua2, see README: Known problems) leaves every thread's Python stack in
+    # this worker's log
     faulthandler.enable(all_threads=True)
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)

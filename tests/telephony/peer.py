@@ -239,7 +239,7 @@ def _free_port() -> int:
 
 
 def main() -> int:
-    faulthandler.enable(all_threads=True)  # a SIGSEGV (README, Known problems) shows the Python stacks
+    faulthandler.enable(all_threads=True)  # a crash in native code shows the Python stacks
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", help="call this SIP URI")
     parser.add_argument("--answer-on", type=int, default=0, help="answer calls on this SIP port instead")
