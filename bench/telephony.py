@@ -251,6 +251,48 @@ class MongoProbe:
         return self.ms
 
 
+def db_work(node: Node) -> Counter[str]:
+    """Commands the embedded MongoDB has served, by collection and kind (its ``top``), e.g.
+    ``timeline insert``; read before and after the run, the difference is what the calls cost it."""
+    totals = node.mongo().client.admin.command("top")["totals"]
+    work: Counter[str] = Counter()
+    for namespace, sections in totals.items():
+        if not isinstance(sections, dict) or not namespace.startswith(node.mongo().name + "."):
+            continue
+        collection = namespace.split(".", 1)[1]
+        for kind in ("queries", "getmore", "insert", "update", "remove", "commands"):
+            count = sections.get(kind, {}).get("count", 0)
+            if count:
+                work[f"{collection} {kind}"] = count
+    return work
+
+
+def _shape(value: Any) -> Any:
+    """A filter or update with its values blanked: ``{"_id": "…", "status": "…"}``."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [_shape(value[0])]
+    return "…"
+
+
+def profiled_commands(node: Node) -> list[tuple[str, int]]:
+    """What the embedded MongoDB's profiler recorded (``--profile``), by collection, command and the shape
+    of its filter, most frequent first."""
+    shapes: Counter[str] = Counter()
+    for entry in node.mongo()["system.profile"].find({}, {"command": 1, "ns": 1}):
+        command = dict(entry.get("command") or {})
+        name = next(iter(command), "?")
+        collection = entry.get("ns", "?").split(".", 1)[-1]
+        what = command.get("filter", command.get("query", command.get("q")))
+        if name == "update":
+            what = [_shape(update.get("q")) for update in command.get("updates", [])[:1]]
+        elif name == "insert":
+            what = f"{len(command.get('documents', []))} document(s)"
+        shapes[f"{collection} {name} {_shape(what) if isinstance(what, dict | list) else what or ''}"] += 1
+    return shapes.most_common()
+
+
 def _safe(fn: Callable[[int], T], pid: int, default: T) -> T:
     try:
         return fn(pid)
@@ -609,6 +651,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         media_port = int(sipp_args[sipp_args.index("-mp") + 1])
         watch = RtpWatch(media_port)
         probe = MongoProbe(node)
+        work_before = db_work(node)
+        if args.profile:
+            node.mongo().command("profile", 2)
         busy = Sampler({**groups, "sipp": [sipp.process.pid]})
         ramp = duration + 1.0
         window = max(args.calls / args.rate - ramp, 1.0)
@@ -623,6 +668,12 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         watch.stop()
         progress("waiting for every call's facts to be in MongoDB…")
         facts, lag = facts_written(node, line, run_result.successful)
+        work = db_work(node) - work_before
+        if args.profile:
+            node.mongo().command("profile", 0)
+            for what, count in profiled_commands(node):
+                progress(f"{count / max(run_result.successful, 1):6.2f} per call  {what}")
+        work[f"{node.mongo().calls.name} queries"] -= len(mongo_ms)  # the probe's own
         rtt = read_rtt(node.workdir)
         peak = peak_concurrency(node.workdir)
         unexpected = sorted(set(run_result.responses))
@@ -671,6 +722,16 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                 "MongoDB find_one by _id during the run p50 / p95 / max",
                 f"{percentile(mongo_ms, 0.5):.0f} / {percentile(mongo_ms, 0.95):.0f} / "
                 f"{max(mongo_ms, default=float('nan')):.0f} ms",
+                "",
+            ),
+            (
+                "MongoDB commands per successful call (by collection and kind, ≥ 0.1)",
+                f"{sum(work.values()) / max(run_result.successful, 1):.1f}: "
+                + ", ".join(
+                    f"{what} {count / max(run_result.successful, 1):.1f}"
+                    for what, count in work.most_common()
+                    if count >= 0.1 * run_result.successful
+                ),
                 "",
             ),
             (
@@ -877,6 +938,11 @@ def main() -> int:
         "--db-nice",
         type=int,
         help="run the embedded MongoDB at this nice value (diagnosis; -10 gives it CPU before the workers)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record every MongoDB command of the run and list them per call, by shape (to stderr)",
     )
     parser.add_argument(
         "--demo-line", action="store_true", help="call the one-key demo line (telephony.demo) instead"

@@ -71,22 +71,13 @@ def as_utc(value: dt.datetime) -> dt.datetime:
 
 
 async def update_returning(collection: Any, guard: Document, update: Document) -> Document | None:
-    """``find_one_and_update(guard, update, return_document=AFTER)`` for a guard that names the ``_id``: an
-    ``update_one`` (exactly as atomic and guarded) and a ``find_one`` by ``_id``. The embedded server answers
-    findAndModify by scanning the whole collection (240 ms a call at 20 k documents, measured) but serves
-    these two from the ``_id`` index. The document read back may already show a later change by someone
-    else; callers use the guard, not the read, to know they won. Without an ``_id`` in the guard it is
-    findAndModify. None when the guard did not match."""
-    if "_id" not in guard:
-        found: Document | None = await collection.find_one_and_update(
-            guard, update, return_document=ReturnDocument.AFTER
-        )
-        return found
-    result = await collection.update_one(guard, update)
-    if result.matched_count == 0:
-        return None
-    doc: Document | None = await collection.find_one({"_id": guard["_id"]})
-    return doc
+    """Apply ``update`` to the document ``guard`` matches and return it as written (findAndModify, one
+    round trip, the post-image of this very write); None when the guard did not match. On the embedded
+    server a guard naming the ``_id`` is an ``_id`` lookup (``core.mongod.point_lookup_guards``)."""
+    found: Document | None = await collection.find_one_and_update(
+        guard, update, return_document=ReturnDocument.AFTER
+    )
+    return found
 
 
 def make_client(url: str, timeout_ms: int) -> AsyncMongoClient[Document]:

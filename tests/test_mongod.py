@@ -50,6 +50,19 @@ async def test_guards_with_an_id_answer_like_mongodb(db: Database) -> None:
     changed = await contacts.update_many({"_id": {"$in": ids[2:6]}, "status": "ended"}, {"$set": {"z": 1}})
     assert changed.matched_count == 2
     assert sorted([doc["at"] async for doc in contacts.find({"z": 1})]) == [2, 3]
+    # findAndModify writes with {"_id": <found>, "$and": [<guard>]}: the same plan, the same answers
+    assert await contacts.find_one_and_update({"_id": ids[5], "status": "ended"}, {"$set": {"w": 1}}) is None
+    assert (
+        await contacts.find_one_and_update(
+            {"_id": ids[5], "$or": [{"status": "ended"}, {"at": {"$lt": 5}}]}, {"$set": {"w": 1}}
+        )
+        is None
+    )
+    before = await contacts.find_one_and_update(
+        {"_id": ids[5], "$or": [{"status": "waiting"}, {"at": {"$lt": 5}}]}, {"$set": {"w": 1}}
+    )
+    assert before is not None and before["at"] == 5 and "w" not in before
+    assert await contacts.count_documents({"w": 1}) == 1
     # reads and deletes take the same plan
     assert await contacts.find_one({"_id": ids[5], "status": "ended"}) is None
     assert (await contacts.find_one({"_id": ids[5], "status": "waiting"}))["at"] == 5
