@@ -344,8 +344,22 @@ class PjsuaCall:
             return PlaybackOutcome.interrupted
         path, temporary = self._prompt_file(prompt)
         handle = self.handle
+        starting = asyncio.ensure_future(self._command(lambda engine: engine.play(handle, path, temporary)))
         try:
-            player = await self._command(lambda engine: engine.play(handle, path, temporary))
+            player = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # The pjsua thread starts the player all the same: stop it, or it plays on under whatever this
+            # call plays next (hold music cancelled by the queue's answer talked over the voicemail prompt).
+            try:
+                started = await starting
+            except Exception:
+                if temporary:
+                    path.unlink(missing_ok=True)
+            else:
+                if not self._ended.done():
+                    with contextlib.suppress(CallError):
+                        await self._command(lambda engine: engine.stop_player(handle, started))
+            raise
         except BaseException:
             if temporary:
                 path.unlink(missing_ok=True)

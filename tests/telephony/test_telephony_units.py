@@ -3,7 +3,15 @@ list, who a caller is, which handler a number reaches."""
 
 from __future__ import annotations
 
-from telephony.api import Call, CallState, HangupCause
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from telephony.api import Call, CallState, Direction, HangupCause
+from telephony.calls import PjsuaCall, UnrecordedCall
 from telephony.kamailio import Destination, dispatcher_list
 from telephony.ledger import call_ref, caller_identity
 from telephony.routing import StaticRouter
@@ -21,6 +29,7 @@ INVITE = (
     "\r\n"
     "v=0\r\n"
 )
+T = TypeVar("T")
 OK = "SIP/2.0 200 OK\r\nTo: <sip:4008001234@trunk.example.com>;tag=ours1\r\n\r\n"
 
 
@@ -96,3 +105,47 @@ def test_causes_and_states_are_plain_strings_on_the_wire() -> None:
         HangupCause("node_lost") is HangupCause.node_lost and str(HangupCause.agent_hangup) == "agent_hangup"
     )
     assert CallState.answered == "answered"
+
+
+class SlowEngine:
+    """The pjsua thread seen from the event loop: each command takes a moment; what ran is kept."""
+
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, int]] = []
+
+    async def submit(self, fn: Callable[[SlowEngine], T]) -> T:
+        await asyncio.sleep(0.05)
+        return fn(self)
+
+    def play(self, handle: int, path: Path, temporary: bool) -> int:
+        self.ran.append(("play", handle))
+        return 7
+
+    def stop_player(self, handle: int, player: int) -> None:
+        self.ran.append(("stop_player", player))
+
+
+async def test_a_prompt_cancelled_while_it_starts_is_stopped_once_started(tmp_path: Path) -> None:
+    # Hold music is cancelled as soon as the queue answers; when that is while the player starts, the
+    # player must not play on under the next prompt.
+    engine = SlowEngine()
+    call = PjsuaCall(
+        engine,  # type: ignore[arg-type]
+        1,
+        call_id="c1",
+        caller="+8613800138000",
+        called="1000",
+        direction=Direction.inbound,
+        journal=UnrecordedCall(),
+        recordings_dir=tmp_path,
+        prompt_dir=tmp_path,
+        target_uri=str,
+    )
+    call._media_ready.set()
+    (tmp_path / "hold.wav").write_bytes(b"RIFF")  # the engine here does not read it
+    playing = asyncio.ensure_future(call.play(tmp_path / "hold.wav"))
+    await asyncio.sleep(0.01)  # the command is on its way to the pjsua thread
+    playing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await playing
+    assert engine.ran == [("play", 1), ("stop_player", 7)]
