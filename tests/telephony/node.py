@@ -40,11 +40,14 @@ def sip_tools_missing() -> str | None:
     )
 
 
-def free_udp_tcp_port(block: int = 1) -> int:
+def free_udp_tcp_port(block: int = 1, *, besides: tuple[int, ...] = ()) -> int:
     """The first of ``block`` consecutive ports free for both UDP and TCP on loopback; below the RTP ranges
-    (20000+) and the kernel's ephemeral ports (32768+), so no RTP or client socket takes one meanwhile."""
+    (20000+) and the kernel's ephemeral ports (32768+), so no RTP or client socket takes one meanwhile.
+    ``besides``: ports already chosen (not bound yet) that the block must not include."""
     for _ in range(200):
         base = random.randrange(10000, 20000 - block)
+        if any(base <= port < base + block for port in besides):
+            continue
         if all(_port_free(base + offset) for offset in range(block)):
             return base
     raise RuntimeError("no free port block")
@@ -262,7 +265,7 @@ def start_node(
     through another command (``unshare …``); ``new_session`` gives it a process group of its own (its
     workers and Kamailio with it), so a test can kill the whole node at once."""
     sip_port = free_udp_tcp_port()
-    worker_base = free_udp_tcp_port(pool_size * 2)
+    worker_base = free_udp_tcp_port(pool_size * 2, besides=(sip_port,))
     rtp_min = random.randrange(20000, 29000, 2)
     db_name = db_name or f"t_{uuid.uuid4().hex[:12]}"
     workdir.mkdir(parents=True, exist_ok=True)
