@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bson import ObjectId
@@ -41,9 +42,13 @@ def conversation_from_doc(doc: dict[str, Any]) -> Conversation:
 
 
 class ConversationService:
-    def __init__(self, db: Database, customers: CustomerService) -> None:
+    def __init__(
+        self, db: Database, customers: CustomerService, opened: Callable[[str], None] | None = None
+    ) -> None:
         self.conversations = db["conversations"]
         self.customers = customers
+        # told the id of every conversation ``open`` returns (the timeline then need not look it up)
+        self.opened = opened or (lambda _conversation_id: None)
 
     async def open(self, customer_id: str, new: NewConversation) -> tuple[Conversation, bool]:
         """Start a conversation; with ``external_ref`` a retry returns the one already started."""
@@ -52,11 +57,11 @@ class ConversationService:
                 {"channel": new.channel.value, "external_ref": new.external_ref}
             )
             if existing is not None:
+                self.opened(str(existing["_id"]))
                 return conversation_from_doc(existing), False
-        customer = await self.customers.live(customer_id)
         doc = {
             "_id": ObjectId(),
-            "customer_id": ObjectId(customer.id),
+            "customer_id": ObjectId(await self.customers.live_id(customer_id)),
             "channel": new.channel.value,
             "status": ConversationStatus.open.value,
             "subject": new.subject,
@@ -74,7 +79,9 @@ class ConversationService:
             )
             if existing is None:  # pragma: no cover - removed in between
                 raise
+            self.opened(str(existing["_id"]))
             return conversation_from_doc(existing), False
+        self.opened(str(doc["_id"]))
         return conversation_from_doc(doc), True
 
     async def get(self, conversation_id: str) -> Conversation:

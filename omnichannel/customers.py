@@ -8,6 +8,7 @@ and the loser's duplicate-key error sends it back to find the winner.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from bson import ObjectId
@@ -37,6 +38,8 @@ register_indexes(
 register_indexes("customer_merges", IndexModel([("source_id", ASCENDING), ("at", DESCENDING)]))
 
 _RESOLVE_ATTEMPTS = 5
+LIVE_ID_TTL_SECONDS = 5.0
+LIVE_ID_CACHE_LIMIT = 50_000
 
 _PHONE_LIKE = re.compile(r"^[\d\s+\-().]+$")
 
@@ -70,6 +73,8 @@ class CustomerService:
         self.merges = db["customer_merges"]
         self.bus = bus
         self.default_region = default_region
+        # customer id -> (id of the customer holding it now, until when that answer is trusted): see live_id
+        self._live_ids: dict[str, tuple[str, float]] = {}
 
     def normalize(self, identities: list[Identity]) -> list[Identity]:
         unique: dict[str, Identity] = {}
@@ -93,6 +98,7 @@ class CustomerService:
         for _ in range(_RESOLVE_ATTEMPTS):
             existing = await self.customers.find_one({"identity_keys": {"$in": keys}})
             if existing is not None:
+                self._trust_live(str(existing["_id"]), str(existing["_id"]))  # it holds identities: live
                 return customer_from_doc(await self._attach_missing(existing, found)), False
             now = utcnow()
             doc = {
@@ -112,6 +118,7 @@ class CustomerService:
             except DuplicateKeyError:
                 continue  # a concurrent first contact won the insert; find theirs
             customer = customer_from_doc(doc)
+            self._trust_live(customer.id, customer.id)
             await self._announce("customer.created", customer)
             return customer, True
         raise Conflict("identity is being changed concurrently; retry", code="identity_contention")
@@ -150,6 +157,24 @@ class CustomerService:
                 return customer
             customer = await self.get(customer.merged_into)
         raise Conflict(f"merge chain of {customer_id} is too long", code="merge_chain")
+
+    async def live_id(self, customer_id: str) -> str:
+        """``live(customer_id).id``, trusted for ``LIVE_ID_TTL_SECONDS``: one lookup per customer every few
+        seconds for writers that only need where to write (timeline events, conversations), not one per
+        write. Customers are never deleted and merges are rare; a write in the few seconds after a merge
+        (in another process) that still lands on the merged-away customer is read back on the merged
+        timeline all the same (``timeline_ids``)."""
+        cached = self._live_ids.get(customer_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        live = (await self.live(customer_id)).id
+        self._trust_live(customer_id, live)
+        return live
+
+    def _trust_live(self, customer_id: str, live_id: str) -> None:
+        if len(self._live_ids) > LIVE_ID_CACHE_LIMIT:
+            self._live_ids.clear()
+        self._live_ids[customer_id] = (live_id, time.monotonic() + LIVE_ID_TTL_SECONDS)
 
     async def find_by_identity(self, identity: Identity) -> Customer | None:
         canonical = normalize(identity, self.default_region)
@@ -287,6 +312,7 @@ class CustomerService:
             )
 
         await self._transaction(apply)
+        self._live_ids.clear()  # this process writes to the merged customer at once
         merge = await self.get_merge(str(merge_id))
         await self._publish("customer.merged", merge.model_dump(mode="json"), str(merge_id))
         return merge
@@ -334,6 +360,7 @@ class CustomerService:
             )
 
         await self._transaction(apply)
+        self._live_ids.clear()
         undone = await self.get_merge(merge_id)
         await self._publish("customer.unmerged", undone.model_dump(mode="json"), f"{merge_id}:undo")
         return undone

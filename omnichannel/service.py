@@ -22,7 +22,8 @@ class Omnichannel:
     @classmethod
     def create(cls, db: Database, bus: EventBus | None, *, default_region: str = "CN") -> Omnichannel:
         customers = CustomerService(db, bus, default_region=default_region)
-        return cls(customers, ConversationService(db, customers), TimelineService(db, customers, bus))
+        timeline = TimelineService(db, customers, bus)
+        return cls(customers, ConversationService(db, customers, timeline.conversation_exists), timeline)
 
 
 OMNICHANNEL = web.AppKey("omnichannel", Omnichannel)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from core.bus import EventBus
 from core.db import Database, as_utc, register_indexes, utcnow
@@ -35,8 +34,8 @@ register_indexes(
 )
 
 MAX_PAGE = 200
-_LIVE_TTL_SECONDS = 5.0
 _CACHE_LIMIT = 50_000
+DUPLICATE_KEY = 11000
 
 
 def event_from_doc(doc: dict[str, Any]) -> TimelineEvent:
@@ -59,56 +58,93 @@ class TimelineService:
         self.conversations = db["conversations"]
         self.customers = customers
         self.bus = bus
-        # customer id -> (id of the customer holding it now, until when that answer is trusted). Customers are
-        # never deleted and merges are rare; a write in the few seconds after a merge that still lands on
-        # the merged-away customer is read back on the merged timeline all the same (timeline_ids).
-        self._live: dict[str, tuple[str, float]] = {}
         self._known_conversations: set[ObjectId] = set()
 
     async def append(self, customer_id: str, event: NewEvent, actor: Actor) -> tuple[TimelineEvent, bool]:
         """Store ``event`` on the customer's timeline; ``(event, created)`` — False when the key was seen."""
-        key = event.idempotency_key or f"auto:{uuid.uuid4()}"
+        [result] = await self.append_many(customer_id, [(event, actor)])
+        return result
+
+    async def append_many(
+        self, customer_id: str, events: list[tuple[NewEvent, Actor]]
+    ) -> list[tuple[TimelineEvent, bool]]:
+        """Store several events of one customer in one write (a producer that fell behind catches up with a
+        batch); one ``(event, created)`` per event, in order. Each key is idempotent exactly as in
+        ``append``: an event whose key was seen returns the stored one and the rest are still written."""
+        if not events:
+            return []
         # Events for a merged-away customer land on the customer that now holds their identities.
-        live_id = await self._live_customer(customer_id)
-        conversation_id = None
-        if event.conversation_id is not None:
-            conversation_id = object_id(event.conversation_id, "conversation")
-            if conversation_id not in self._known_conversations:
-                if await self.conversations.count_documents({"_id": conversation_id}, limit=1) == 0:
-                    raise NotFound(f"no conversation {event.conversation_id}", code="conversation_not_found")
-                self._remember(self._known_conversations, conversation_id)
-        doc = {
-            "_id": ObjectId(),
-            "customer_id": ObjectId(live_id),
-            "conversation_id": conversation_id,
-            "ts": _millis(as_utc(event.ts)) if event.ts else utcnow(),
-            "channel": event.channel.value,
-            "kind": event.kind,
-            "actor": actor.model_dump(mode="json"),
-            "body": event.body,
-            "idempotency_key": key,
-        }
+        live_id = ObjectId(await self.customers.live_id(customer_id))
+        docs = []
+        for event, actor in events:
+            conversation_id = None
+            if event.conversation_id is not None:
+                conversation_id = object_id(event.conversation_id, "conversation")
+                await self._check_conversation(conversation_id)
+            docs.append(
+                {
+                    "_id": ObjectId(),
+                    "customer_id": live_id,
+                    "conversation_id": conversation_id,
+                    "ts": _millis(as_utc(event.ts)) if event.ts else utcnow(),
+                    "channel": event.channel.value,
+                    "kind": event.kind,
+                    "actor": actor.model_dump(mode="json"),
+                    "body": event.body,
+                    "idempotency_key": event.idempotency_key or f"auto:{uuid.uuid4()}",
+                }
+            )
+        seen: set[int] = set()
         try:
-            await self.events.insert_one(doc)
+            if len(docs) == 1:
+                await self.events.insert_one(docs[0])
+            else:
+                await self.events.insert_many(docs, ordered=False)
         except DuplicateKeyError:
-            stored = await self.events.find_one({"idempotency_key": key})
-            if stored is None:  # pragma: no cover - the duplicate was deleted in between
+            seen = {0}
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
                 raise
-            if stored["kind"] != event.kind or stored["customer_id"] not in await self.customers.timeline_ids(
-                live_id
-            ):
-                # Same key, different fact: a producer bug. Refuse rather than hide the write or leak the
-                # other customer's event.
-                raise Conflict(
-                    f"idempotency_key {key!r} was already used for a different event",
-                    code="idempotency_key_reused",
-                ) from None
-            return event_from_doc(stored), False
-        stored_event = event_from_doc(doc)
-        TIMELINE_EVENTS.labels(event.channel.value, event.kind).inc()
-        if self.bus is not None:
-            await self.bus.publish(f"timeline.{event.kind}", stored_event.model_dump(mode="json"))
-        return stored_event, True
+            seen = {error["index"] for error in errors}
+        results = []
+        for index, doc in enumerate(docs):
+            if index in seen:
+                results.append((await self._stored(doc, str(live_id)), False))
+                continue
+            stored_event = event_from_doc(doc)
+            TIMELINE_EVENTS.labels(stored_event.channel.value, stored_event.kind).inc()
+            if self.bus is not None:
+                await self.bus.publish(f"timeline.{stored_event.kind}", stored_event.model_dump(mode="json"))
+            results.append((stored_event, True))
+        return results
+
+    async def _check_conversation(self, conversation_id: ObjectId) -> None:
+        if conversation_id in self._known_conversations:
+            return
+        if await self.conversations.find_one({"_id": conversation_id}, {"_id": 1}) is None:
+            raise NotFound(f"no conversation {conversation_id}", code="conversation_not_found")
+        self._remember(self._known_conversations, conversation_id)
+
+    def conversation_exists(self, conversation_id: str) -> None:
+        """Told by whoever just opened or found it: appends to it need not look it up."""
+        self._remember(self._known_conversations, object_id(conversation_id, "conversation"))
+
+    async def _stored(self, doc: dict[str, Any], live_id: str) -> TimelineEvent:
+        """The event already stored under ``doc``'s key (a retried write) — refused if it is another fact."""
+        key = doc["idempotency_key"]
+        stored = await self.events.find_one({"idempotency_key": key})
+        if stored is None:  # pragma: no cover - the duplicate was deleted in between
+            raise Conflict(f"idempotency_key {key!r} vanished while written", code="idempotency_key_reused")
+        same_customer = stored["customer_id"] in await self.customers.timeline_ids(live_id)
+        if stored["kind"] != doc["kind"] or not same_customer:
+            # Same key, different fact: a producer bug. Refuse rather than hide the write or leak the other
+            # customer's event.
+            raise Conflict(
+                f"idempotency_key {key!r} was already used for a different event",
+                code="idempotency_key_reused",
+            )
+        return event_from_doc(stored)
 
     async def page(
         self,
@@ -145,18 +181,6 @@ class TimelineService:
             encode_cursor(docs[limit - 1]["ts"], docs[limit - 1]["_id"]) if len(docs) > limit else None
         )
         return TimelinePage(events=[event_from_doc(doc) for doc in docs[:limit]], next_cursor=next_cursor)
-
-    async def _live_customer(self, customer_id: str) -> str:
-        """The id to store events under: one lookup per customer every few seconds, not one per event."""
-        now = time.monotonic()
-        cached = self._live.get(customer_id)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        live_id = (await self.customers.live(customer_id)).id
-        if len(self._live) > _CACHE_LIMIT:
-            self._live.clear()
-        self._live[customer_id] = (live_id, now + _LIVE_TTL_SECONDS)
-        return live_id
 
     @staticmethod
     def _remember(known: set[ObjectId], value: ObjectId) -> None:
