@@ -6,6 +6,11 @@ first, which finds or creates the caller's customer by number and opens the call
 until MongoDB takes them. So answering a call never waits for the database, a database outage never stalls
 a caller, and the timeline still reads in the order things happened. Idempotency keys come from the SIP
 Call-ID, so a retried write (or a second writer, like the node-lost sweeper) never doubles an event.
+
+Facts come in bursts (a key press ends one IVR step and the next node's step at once; the queue step, its
+outcome and the voicemail prompt follow each other): the writer waits ``LINGER_SECONDS`` after the first
+fact of a burst and writes what has gathered as one insert of timeline events and one update of the call
+document. A writer that fell behind (the database slow) batches the same way, so its backlog shrinks.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +50,7 @@ SYSTEM = Actor(type="system", name="telephony")
 CALLER = Actor(type="customer")
 IVR = Actor(type="bot", name="ivr")
 RETRY_MAX_DELAY = 5.0
+LINGER_SECONDS = 0.3
 
 
 def call_ref(call_id: str) -> str:
@@ -100,7 +107,7 @@ class CallLedger:
     def journal(self, facts: CallFacts) -> CallJournal:
         journal = CallJournal(self, facts)
         self.journals.add(journal)
-        journal.enqueue(journal._write_started)
+        journal.started()
         return journal
 
     async def flush(self, within: float) -> None:
@@ -112,7 +119,9 @@ class CallLedger:
 
     # -- shared by journals and the sweeper
 
-    async def ensure_customer(self, facts: CallFacts) -> None:
+    async def ensure_customer(self, facts: CallFacts, *, on_call_document: bool = True) -> None:
+        """The caller's customer and the call's conversation (found or created, idempotent per Call-ID) on
+        ``facts`` — and on the call document unless the caller is about to write that itself."""
         if facts.customer_id is not None and facts.conversation_id is not None:
             return
         identity = caller_identity(facts.caller_user, facts.caller_host, facts.call_id, self.default_region)
@@ -126,33 +135,46 @@ class CallLedger:
             ),
         )
         facts.customer_id, facts.conversation_id = customer.id, conversation.id
-        await self.store.update_call(
-            facts.call_id, {"customer_id": customer.id, "conversation_id": conversation.id}
-        )
+        if on_call_document:
+            await self.store.update_call(
+                facts.call_id, {"customer_id": customer.id, "conversation_id": conversation.id}
+            )
 
     async def append(
         self, facts: CallFacts, kind: str, key: str, body: dict[str, Any], at: dt.datetime, actor: Actor
     ) -> None:
+        await self.append_many(facts, [CallEvent(kind, key, body, at, actor)])
+
+    async def append_many(self, facts: CallFacts, events: list[CallEvent]) -> None:
+        """Several facts of one call on the caller's timeline, in one write."""
         await self.ensure_customer(facts)
         assert facts.customer_id is not None
-        await self.omni.timeline.append(
+        await self.omni.timeline.append_many(
             facts.customer_id,
-            NewEvent(
-                kind=kind,
-                channel=Channel.voice,
-                conversation_id=facts.conversation_id,
-                ts=at,
-                body={"call_id": facts.call_id, **body},
-                idempotency_key=f"call:{call_ref(facts.call_id)}:{key}",
-            ),
-            actor,
+            [
+                (
+                    NewEvent(
+                        kind=event.kind,
+                        channel=Channel.voice,
+                        conversation_id=facts.conversation_id,
+                        ts=event.at,
+                        body={"call_id": facts.call_id, **event.body},
+                        idempotency_key=f"call:{call_ref(facts.call_id)}:{event.key}",
+                    ),
+                    event.actor,
+                )
+                for event in events
+            ],
         )
 
-    async def write_started(self, facts: CallFacts, worker_id: str) -> None:
+    async def write_started(self, facts: CallFacts, fields: dict[str, Any] | None = None) -> None:
+        """The call document (with ``fields`` learnt since, e.g. the dialog), after the caller's customer
+        and the call's conversation, so it is written once, with them."""
+        await self.ensure_customer(facts, on_call_document=False)
         stored = await self.store.insert_call(
             {
                 "_id": facts.call_id,
-                "worker_id": worker_id,
+                "worker_id": self.worker_id,
                 "status": "active",
                 "direction": facts.direction.value,
                 "caller": facts.caller,
@@ -160,38 +182,45 @@ class CallLedger:
                 "caller_host": facts.caller_host,
                 "called": facts.called,
                 "started_at": facts.started_at,
-                "customer_id": None,
-                "conversation_id": None,
-            }
+                "customer_id": facts.customer_id,
+                "conversation_id": facts.conversation_id,
+            },
+            fields or {},
         )
-        facts.customer_id = stored.get("customer_id")
-        facts.conversation_id = stored.get("conversation_id")
+        # a call document written before (a retry, or by another writer) may name them already
+        facts.customer_id = stored.get("customer_id") or facts.customer_id
+        facts.conversation_id = stored.get("conversation_id") or facts.conversation_id
+        if stored.get("customer_id") is None:
+            await self.store.update_call(
+                facts.call_id, {"customer_id": facts.customer_id, "conversation_id": facts.conversation_id}
+            )
+
+    @staticmethod
+    def started_event(facts: CallFacts) -> CallEvent:
         body = {"caller": facts.caller, "called": facts.called, "direction": facts.direction.value}
         actor = CALLER if facts.direction is Direction.inbound else SYSTEM
-        await self.append(facts, "call.started", "started", body, facts.started_at, actor)
+        return CallEvent("call.started", "started", body, facts.started_at, actor)
 
-    async def write_ended(
-        self,
-        facts: CallFacts,
-        cause: str,
-        status: int,
-        talk_seconds: float,
-        at: dt.datetime,
-    ) -> None:
-        duration = round(max((at - facts.started_at).total_seconds(), 0.0), 3)
+    async def finish(self, facts: CallFacts, ended: CallEnded) -> None:
         await self.store.finish_call(
             facts.call_id,
-            {"ended_at": at, "cause": cause, "sip_status": status, "duration_seconds": duration},
+            {
+                "ended_at": ended.at,
+                "cause": ended.cause,
+                "sip_status": ended.status,
+                "duration_seconds": ended.duration(facts),
+            },
         )
-        body = {
-            "cause": cause,
-            "sip_status": status,
-            "duration_seconds": duration,
-            "talk_seconds": talk_seconds,
-        }
-        await self.append(facts, "call.ended", "ended", body, at, SYSTEM)
+
+    async def close_conversation(self, facts: CallFacts) -> None:
         if facts.conversation_id is not None:
             await self.omni.conversations.close(facts.conversation_id)
+
+    async def add_recording(self, facts: CallFacts, recording: CallRecording) -> None:
+        await self.ensure_customer(facts)
+        await self.store.add_recording(
+            {**recording.doc, "customer_id": facts.customer_id, "conversation_id": facts.conversation_id}
+        )
 
     async def end_lost_call(self, doc: dict[str, Any], ended_at: dt.datetime) -> bool:
         """End a live call whose worker is gone (cause ``node_lost``); False if it had already ended."""
@@ -230,19 +259,11 @@ class CallLedger:
         if finished is None:
             return False
         # the worker may have died before writing call.started: write it (a no-op when it did)
-        body = {"caller": facts.caller, "called": facts.called, "direction": facts.direction.value}
-        actor = CALLER if facts.direction is Direction.inbound else SYSTEM
-        await self.append(facts, "call.started", "started", body, facts.started_at, actor)
-        ended = {
-            "cause": HangupCause.node_lost.value,
-            "sip_status": 0,
-            "duration_seconds": duration,
-            "talk_seconds": talk,
-            "worker_id": doc.get("worker_id"),
-        }
-        await self.append(facts, "call.ended", "ended", ended, ended_at, SYSTEM)
-        if facts.conversation_id is not None:
-            await self.omni.conversations.close(facts.conversation_id)
+        ended = CallEnded(HangupCause.node_lost.value, 0, talk, ended_at)
+        await self.append_many(
+            facts, [self.started_event(facts), ended.event(facts, worker_id=doc.get("worker_id"))]
+        )
+        await self.close_conversation(facts)
         return True
 
     async def sweep(self) -> list[dict[str, Any]]:
@@ -262,21 +283,75 @@ class CallLedger:
 Job = Callable[[], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class CallEvent:
+    """One fact for the caller's timeline; ``key`` makes it idempotent within the call."""
+
+    kind: str
+    key: str
+    body: dict[str, Any]
+    at: dt.datetime
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class CallStarted:
+    """Write the call document (the first fact of every call)."""
+
+
+@dataclass(frozen=True)
+class CallFields:
+    """Fields to set on the call document."""
+
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CallRecording:
+    """A recording's metadata (the customer and conversation are added when it is written)."""
+
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    cause: str
+    status: int
+    talk_seconds: float
+    at: dt.datetime
+
+    def duration(self, facts: CallFacts) -> float:
+        return round(max((self.at - facts.started_at).total_seconds(), 0.0), 3)
+
+    def event(self, facts: CallFacts, **more: Any) -> CallEvent:
+        body = {
+            "cause": self.cause,
+            "sip_status": self.status,
+            "duration_seconds": self.duration(facts),
+            "talk_seconds": self.talk_seconds,
+            **more,
+        }
+        return CallEvent("call.ended", "ended", body, self.at, SYSTEM)
+
+
+Item = CallEvent | CallStarted | CallFields | CallRecording | CallEnded
+
+
 class CallJournal:
     """One call's facts, written in order in the background (see the module docstring)."""
 
     def __init__(self, ledger: CallLedger, facts: CallFacts) -> None:
         self.ledger = ledger
         self.facts = facts
-        self._jobs: asyncio.Queue[Job] = asyncio.Queue()
+        self._items: asyncio.Queue[Item] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
 
-    def enqueue(self, job: Job) -> None:
+    def enqueue(self, item: Item) -> None:
         self._idle.clear()
-        self._jobs.put_nowait(job)
+        self._items.put_nowait(item)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all(), name=f"journal:{self.facts.call_id}")
 
@@ -285,80 +360,111 @@ class CallJournal:
 
     async def _write_all(self) -> None:
         while True:
-            job = await self._jobs.get()
-            delay = 0.2
-            while True:
-                try:
-                    await job()
-                    break
-                except (PyMongoError, OSError) as exc:
-                    log.warning("call.journal_retry", call_id=self.facts.call_id, error=str(exc))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RETRY_MAX_DELAY)
-                except HuiliuError as exc:  # refused for good (a bug, not an outage): keep the rest
-                    log.error("call.journal_refused", call_id=self.facts.call_id, error=exc.detail)
-                    break
-                except Exception:
-                    log.exception("call.journal_failed", call_id=self.facts.call_id)
-                    break
-            if self._jobs.empty():
+            batch = [await self._items.get()]
+            await asyncio.sleep(LINGER_SECONDS)  # let the rest of the burst gather
+            while not self._items.empty():
+                batch.append(self._items.get_nowait())
+            for write in self._writes(batch):
+                await self._retried(write)
+            if self._items.empty():
                 self._idle.set()
                 if self._closed:
                     self.ledger.journals.discard(self)
                     self._writer = None
                     return
 
+    def _writes(self, batch: list[Item]) -> list[Job]:
+        """What ``batch`` takes, as few writes as keep the facts' order: the call document (written, or
+        its fields set), recordings, the call's end on its document, the timeline events in one insert,
+        and the conversation closed last."""
+        ledger, facts = self.ledger, self.facts
+        fields: dict[str, Any] = {}
+        events: list[CallEvent] = []
+        writes: list[Job] = []
+        started = False
+        ended: CallEnded | None = None
+        for item in batch:
+            if isinstance(item, CallEvent):
+                events.append(item)
+            elif isinstance(item, CallFields):
+                fields.update(item.fields)
+            elif isinstance(item, CallStarted):
+                started = True
+            elif isinstance(item, CallRecording):
+                writes.append(functools.partial(ledger.add_recording, facts, item))
+            else:
+                ended = item
+        if started:
+            writes.insert(0, functools.partial(ledger.write_started, facts, fields))
+        elif fields:
+            writes.insert(0, functools.partial(ledger.store.update_call, facts.call_id, fields))
+        if ended is not None:
+            writes.append(functools.partial(ledger.finish, facts, ended))
+        if events:
+            writes.append(functools.partial(ledger.append_many, facts, events))
+        if ended is not None:
+            writes.append(functools.partial(ledger.close_conversation, facts))
+        return writes
+
+    async def _retried(self, write: Job) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await write()
+                return
+            except (PyMongoError, OSError) as exc:
+                log.warning("call.journal_retry", call_id=self.facts.call_id, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_DELAY)
+            except HuiliuError as exc:  # refused for good (a bug, not an outage): keep the rest
+                log.error("call.journal_refused", call_id=self.facts.call_id, error=exc.detail)
+                return
+            except Exception:
+                log.exception("call.journal_failed", call_id=self.facts.call_id)
+                return
+
     # -- the call's facts (called on the event loop as they happen)
 
-    async def _write_started(self) -> None:
-        await self.ledger.write_started(self.facts, self.ledger.worker_id)
+    def started(self) -> None:
+        self.enqueue(CallStarted())
+        self.enqueue(self.ledger.started_event(self.facts))
 
     def answered(self, at: dt.datetime) -> None:
         self.facts.answered_at = at
-
-        async def write() -> None:
-            await self.ledger.store.update_call(self.facts.call_id, {"answered_at": at})
-            await self.ledger.append(self.facts, "call.answered", "answered", {}, at, SYSTEM)
-
-        self.enqueue(write)
+        self.enqueue(CallFields({"answered_at": at}))
+        self.enqueue(CallEvent("call.answered", "answered", {}, at, SYSTEM))
 
     def dialog(self, dialog: Dialog) -> None:
         """Kept on the call document so a sweeper can hang the caller up if this worker dies."""
-        fields = {"dialog": dataclasses.asdict(dialog)}
-        self.enqueue(lambda: self.ledger.store.update_call(self.facts.call_id, fields))
+        self.enqueue(CallFields({"dialog": dataclasses.asdict(dialog)}))
 
     def transferred(self, target: str, attended: bool, at: dt.datetime) -> None:
         key = self._step_key("transferred")
-        body = {"target": target, "attended": attended}
-        self.enqueue(lambda: self.ledger.append(self.facts, "call.transferred", key, body, at, SYSTEM))
+        self.enqueue(CallEvent("call.transferred", key, {"target": target, "attended": attended}, at, SYSTEM))
 
     def ended(self, cause: str, status: int, talk_seconds: float, at: dt.datetime) -> None:
         self._closed = True
-        self.enqueue(lambda: self.ledger.write_ended(self.facts, cause, status, talk_seconds, at))
+        ended = CallEnded(cause, status, talk_seconds, at)
+        self.enqueue(ended)
+        self.enqueue(ended.event(self.facts))
 
     def record(self, kind: str, body: dict[str, Any]) -> None:
         at = self.ledger.clock()
         key = self._step_key(kind)
         actor = IVR if kind.startswith("ivr.") else SYSTEM
-        self.enqueue(lambda: self.ledger.append(self.facts, kind, key, dict(body), at, actor))
+        self.enqueue(CallEvent(kind, key, dict(body), at, actor))
 
     def recording(self, recording: Recording, started_at: dt.datetime) -> None:
         """The recording's metadata, and ``call.recorded`` on the timeline — ``call.recording_failed``
         (with the error) when the file holds less than was recorded, so an admin sees the loss."""
         at = self.ledger.clock()
         failed = recording.error is not None
-        kind = "call.recording_failed" if failed else "call.recorded"
-        key = self._step_key("recording_failed" if failed else "recorded")
         error = recording.error.value if recording.error is not None else None
-
-        async def write() -> None:
-            await self.ledger.ensure_customer(self.facts)
-            await self.ledger.store.add_recording(
+        self.enqueue(
+            CallRecording(
                 {
                     "_id": recording.id,
                     "call_id": self.facts.call_id,
-                    "customer_id": self.facts.customer_id,
-                    "conversation_id": self.facts.conversation_id,
                     "path": str(recording.path),
                     "duration_seconds": recording.duration_seconds,
                     "recorded_seconds": recording.recorded_seconds,
@@ -371,20 +477,21 @@ class CallJournal:
                     "deleted_at": None,
                 }
             )
-            body: dict[str, Any] = {
-                "recording_id": recording.id,
-                "duration_seconds": recording.duration_seconds,
-                "ended_by": recording.ended_by,
+        )
+        body: dict[str, Any] = {
+            "recording_id": recording.id,
+            "duration_seconds": recording.duration_seconds,
+            "ended_by": recording.ended_by,
+        }
+        if failed:
+            body |= {
+                "error": error,
+                "detail": recording.detail,
+                "recorded_seconds": recording.recorded_seconds,
             }
-            if failed:
-                body |= {
-                    "error": error,
-                    "detail": recording.detail,
-                    "recorded_seconds": recording.recorded_seconds,
-                }
-            await self.ledger.append(self.facts, kind, key, body, at, SYSTEM)
-
-        self.enqueue(write)
+        kind = "call.recording_failed" if failed else "call.recorded"
+        key = self._step_key("recording_failed" if failed else "recorded")
+        self.enqueue(CallEvent(kind, key, body, at, SYSTEM))
 
     def _step_key(self, kind: str) -> str:
         self.facts.steps += 1

@@ -38,12 +38,18 @@ class TelephonyStore:
 
     # -- calls (``_id`` is the SIP Call-ID)
 
-    async def insert_call(self, doc: Document) -> Document:
-        """Store a new live call; a retry (or a Call-ID seen before) returns what is stored."""
+    async def insert_call(self, doc: Document, fields: Document | None = None) -> Document:
+        """Store a new live call, with ``fields`` set even on one stored before; a retry (or a Call-ID seen
+        before) returns what is stored."""
+        update: Document = {
+            "$setOnInsert": {key: value for key, value in doc.items() if key not in (fields or {})}
+        }
+        if fields:
+            update["$set"] = fields
         try:
             stored = await self.calls.find_one_and_update(
                 {"_id": doc["_id"]},
-                {"$setOnInsert": doc},
+                update,
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
