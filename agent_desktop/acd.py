@@ -170,9 +170,10 @@ class Acd:
 
     # ------------------------------------------------------------------------------------- contacts
 
-    async def add(self, new: NewContact) -> Contact:
-        """Queue a contact (idempotent per ``external_ref``); routing starts at once."""
-        queue = await self.store.queue(new.queue)
+    async def add(self, new: NewContact, queue: QueueConfig | None = None) -> Contact:
+        """Queue a contact (idempotent per ``external_ref``); routing starts at once. ``queue``: its
+        configuration when the caller has just read it."""
+        queue = queue if queue is not None and queue.id == new.queue else await self.store.queue(new.queue)
         contact = await self.store.add_contact(new, with_preferences(dict(queue.skills), new.skills))
         await self.notifier.contact_changed(contact)
         self.wake()
@@ -180,24 +181,19 @@ class Acd:
 
     async def withdraw(self, contact_id: str, reason: str) -> Contact | None:
         """Take a contact that is not yet connected out of its queue (caller hung up, overflow)."""
-        oid = contact_oid(contact_id)
-        for status in LIVE_CONTACT_STATUSES:
-            contact = await self.store.update_contact(
-                {"_id": oid, "status": status.value},
-                {
-                    "$set": {
-                        "status": ContactStatus.withdrawn.value,
-                        "ended_at": utcnow(),
-                        "withdrawn": reason,
-                    }
-                },
-            )
-            if contact is not None:
-                for agent_id in contact.offered_to:
-                    await self._release_agent(agent_id, contact.id, reason)
-                await self.notifier.contact_changed(contact)
-                return contact
-        return None
+        contact = await self.store.update_contact(
+            {
+                "_id": contact_oid(contact_id),
+                "status": {"$in": [status.value for status in LIVE_CONTACT_STATUSES]},
+            },
+            {"$set": {"status": ContactStatus.withdrawn.value, "ended_at": utcnow(), "withdrawn": reason}},
+        )
+        if contact is None:
+            return None
+        for agent_id in contact.offered_to:
+            await self._release_agent(agent_id, contact.id, reason)
+        await self.notifier.contact_changed(contact)
+        return contact
 
     async def route_waiting(self) -> int:
         """Offer waiting contacts, the most urgent first; returns how many were offered."""
@@ -634,12 +630,18 @@ def call_preferences(language: str, vip: bool) -> dict[str, int]:
 
 
 class AcdQueueGateway:
-    """``ivr_flows.QueueGateway`` on the ACD: the IVR queues the call with its context for the screen-pop."""
+    """``ivr_flows.QueueGateway`` on the ACD: the IVR queues the call with its context for the screen-pop.
+
+    The contact and queue a call was queued with are kept (per call, until it leaves the queue) so waiting
+    and withdrawing need not look them up again; a call queued by another process is looked up."""
+
+    KEPT_CALLS = 10_000
 
     def __init__(self, acd: Acd, omni: Omnichannel, *, poll_seconds: float = 0.1) -> None:
         self.acd = acd
         self.omni = omni
         self.poll_seconds = poll_seconds
+        self._queued: dict[str, tuple[str, QueueConfig]] = {}  # call id -> (contact id, its queue)
 
     async def enqueue(self, request: QueueRequest) -> None:
         customer, _ = await self.omni.customers.resolve(
@@ -648,7 +650,8 @@ class AcdQueueGateway:
         conversation, _ = await self.omni.conversations.open(
             customer.id, NewConversation(channel=Channel.voice, external_ref=request.call_id)
         )
-        await self.acd.add(
+        queue = await self.acd.store.queue(request.queue)
+        contact = await self.acd.add(
             NewContact(
                 queue=request.queue,
                 kind=ContactKind.call,
@@ -659,20 +662,34 @@ class AcdQueueGateway:
                 skills={skill: 1 for skill in request.skills},
                 preferred_skills=call_preferences(request.context.language, customer.vip),
                 context=request.context.model_dump(mode="json"),
-            )
+            ),
+            queue,
         )
+        if len(self._queued) >= self.KEPT_CALLS:  # calls that never left through wait/withdraw
+            self._queued.pop(next(iter(self._queued)))
+        self._queued[request.call_id] = (contact.id, queue)
 
-    async def wait(self, call_id: str, max_wait: float) -> QueueOutcome:
+    async def _queued_call(self, call_id: str) -> tuple[str, QueueConfig] | None:
+        kept = self._queued.get(call_id)
+        if kept is not None:
+            return kept
         contact = await self.acd.store.contact_by_ref(call_id)
         if contact is None:
+            return None
+        return contact.id, await self.acd.store.queue(contact.queue)
+
+    async def wait(self, call_id: str, max_wait: float) -> QueueOutcome:
+        queued = await self._queued_call(call_id)
+        if queued is None:
             return "unavailable"
-        queue = await self.acd.store.queue(contact.queue)
+        contact_id, queue = queued
         if not await self.acd.store.agents_where(_staffed_filter(queue)):
             return "unavailable"
         deadline = asyncio.get_running_loop().time() + max_wait
         while True:
-            contact = await self.acd.store.contact(contact.id)
+            contact = await self.acd.store.contact(contact_id)
             if contact.status in (ContactStatus.connected, ContactStatus.ended):
+                self._queued.pop(call_id, None)
                 return "connected"
             if contact.status in (ContactStatus.overflowed, ContactStatus.withdrawn):
                 return "timeout"
@@ -681,9 +698,10 @@ class AcdQueueGateway:
             await asyncio.sleep(self.poll_seconds)
 
     async def withdraw(self, call_id: str, reason: str) -> None:
-        contact = await self.acd.store.contact_by_ref(call_id)
-        if contact is not None:
-            await self.acd.withdraw(contact.id, reason)
+        queued = await self._queued_call(call_id)
+        if queued is not None:
+            await self.acd.withdraw(queued[0], reason)
+        self._queued.pop(call_id, None)
 
     async def request_callback(self, request: CallbackRequest) -> None:
         """A callback marker: an overflowed contact of ``request.queue`` with ``overflow="callback"``."""
