@@ -64,6 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the node and sipp helpers are shared with tests/telephony
 
 from core.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from tests.telephony.node import Node, start_node, stop_node  # noqa: E402
 
 CONCURRENT_TARGET = 200
@@ -596,7 +597,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             redis,
             pool_size=args.workers,
             telephony_router=line.tapping_router if args.tap else line.router,
-            telephony_heartbeat_seconds="1",
+            # the platform's heartbeat (the test node's is faster), and a lenient timeout: a late heartbeat
+            # under this load must not end live calls as node_lost
+            telephony_heartbeat_seconds=str(Settings.model_fields["telephony_heartbeat_seconds"].default),
             telephony_node_timeout_seconds="10",
             telephony_rtp_port_min="20000",
             telephony_rtp_port_max="39999",

@@ -75,7 +75,8 @@ class Settings(BaseModel):
     telephony_recording_retention_days: int = Field(default=90, ge=0, description="0 keeps them forever")
     telephony_demo_number: str = Field(default="1000", pattern=r"^\+?[A-Za-z0-9_.-]{1,32}$")
     telephony_router: str = Field(default="ivr_flows.line:router", pattern=r"^[\w.]+(:\w+)?$")
-    telephony_heartbeat_seconds: float = Field(default=1.0, gt=0, le=60)
+    # how often each worker writes its heartbeat (at most 1/2.5 of the node timeout, so two can be late)
+    telephony_heartbeat_seconds: float = Field(default=2.0, gt=0, le=60)
     telephony_node_timeout_seconds: float = Field(default=5.0, gt=0, le=600)
     telephony_drain_seconds: float = Field(default=30.0, ge=0)
     telephony_registrar: str | None = None

@@ -460,7 +460,9 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         front_host=_front_host(settings),
         front_port=settings.telephony_sip_port,
         default_region=settings.default_region,
-        heartbeat_seconds=settings.telephony_heartbeat_seconds,
+        heartbeat_seconds=min(
+            settings.telephony_heartbeat_seconds, settings.telephony_node_timeout_seconds / 2.5
+        ),
         node_timeout_seconds=settings.telephony_node_timeout_seconds,
         worker_id=f"{socket.gethostname()}:{args.name}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         db_name=settings.db_name,
