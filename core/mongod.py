@@ -71,18 +71,69 @@ def point_lookup_guards() -> bool:
     return True
 
 
+# Commands that only read or write documents and return: they may wait at the gate. Anything that can
+# block inside the server on purpose (getMore on a tailable cursor or change stream, hello, transactions)
+# never does.
+GATED_COMMANDS = frozenset(
+    {"find", "insert", "update", "delete", "findAndModify", "findandmodify", "count", "distinct", "aggregate"}
+)
+
+
+def dispatch_gate(concurrency: int) -> None:
+    """At most ``concurrency`` plain commands inside the server at once, the rest waiting their turn in
+    arrival order. SecantusDB serialises its storage on one lock; with a connection thread per client
+    (hundreds with a 70-worker telephony pool), every command thread that has read its request fights
+    for that lock and for the GIL, and the lock holder waits for the GIL behind them: under load a
+    ``find_one`` by ``_id`` took seconds. Waiting at the gate costs no GIL."""
+    from secantus import server
+
+    if getattr(server.dispatch, "huiliu_gate", None) is not None:
+        return
+    dispatch = server.dispatch
+    gate = threading.BoundedSemaphore(concurrency)
+
+    def gated(body: dict[str, Any], ctx: Any) -> Any:
+        name = next(iter(body), "")
+        if name not in GATED_COMMANDS or _may_block(name, body):
+            return dispatch(body, ctx)
+        with gate:
+            return dispatch(body, ctx)
+
+    gated.huiliu_gate = gate  # type: ignore[attr-defined]
+    server.dispatch = gated
+
+
+def _may_block(name: str, body: dict[str, Any]) -> bool:
+    if "autocommit" in body:  # a statement of a transaction waits for the transaction's other statements
+        return True
+    if name == "find":
+        return bool(body.get("tailable") or body.get("awaitData"))
+    if name == "aggregate":
+        pipeline = body.get("pipeline") or []
+        return any(isinstance(stage, dict) and "$changeStream" in stage for stage in pipeline)
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.mongod")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--storage-path", required=True)
     parser.add_argument("--cache-size", default="256M")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(os.environ.get("HUILIU_MONGOD_CONCURRENCY", "2")),
+        help="plain commands run inside the server at once (0: no limit)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from secantus.server import SecantusDBServer
 
     point_lookup_guards()
+    if args.concurrency > 0:
+        dispatch_gate(args.concurrency)
 
     server = SecantusDBServer(
         host=args.host,
