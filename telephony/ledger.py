@@ -140,11 +140,6 @@ class CallLedger:
                 facts.call_id, {"customer_id": customer.id, "conversation_id": conversation.id}
             )
 
-    async def append(
-        self, facts: CallFacts, kind: str, key: str, body: dict[str, Any], at: dt.datetime, actor: Actor
-    ) -> None:
-        await self.append_many(facts, [CallEvent(kind, key, body, at, actor)])
-
     async def append_many(self, facts: CallFacts, events: list[CallEvent]) -> None:
         """Several facts of one call on the caller's timeline, in one write."""
         await self.ensure_customer(facts)
