@@ -24,6 +24,7 @@ from typing import Protocol
 
 from agent_desktop.agents import AgentService
 from agent_desktop.models import (
+    LIVE_CONTACT_STATUSES,
     PRIORITY_RANK,
     Agent,
     Contact,
@@ -61,7 +62,6 @@ log = get_logger(__name__)
 
 ROUTING_LEASE = dt.timedelta(seconds=5)  # a node that died mid-routing gives the contact back after this
 DEFAULT_HANDLE_SECONDS = 180.0
-LIVE_CONTACT_STATUSES = (ContactStatus.waiting, ContactStatus.routing, ContactStatus.offered)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,9 @@ class ContactStatus(enum.StrEnum):
     withdrawn = "withdrawn"
 
 
+# still in a queue: not yet connected to an agent, nor taken out
+LIVE_CONTACT_STATUSES = (ContactStatus.waiting, ContactStatus.routing, ContactStatus.offered)
+
 PRIORITY_RANK = {"low": 1, "normal": 2, "high": 3, "urgent": 4}
 ContactPriority = Literal["low", "normal", "high", "urgent"]
 

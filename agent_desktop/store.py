@@ -19,6 +19,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from agent_desktop.models import (
+    LIVE_CONTACT_STATUSES,
     Agent,
     AgentSkills,
     AgentState,
@@ -268,8 +269,16 @@ class AcdStore:
     # --------------------------------------------------------------------------------------- contacts
 
     async def add_contact(self, new: NewContact, skills: dict[str, int]) -> Contact:
+        """Queue ``new``; a retry (the same reference still in the same queue) gets the contact it made. A
+        call queued again after it left a queue (withdrawn to another queue, back from an agent) is new."""
         if new.external_ref is not None:
-            existing = await self.contacts.find_one({"external_ref": new.external_ref})
+            existing = await self.contacts.find_one(
+                {
+                    "external_ref": new.external_ref,
+                    "queue": new.queue,
+                    "status": {"$in": [status.value for status in LIVE_CONTACT_STATUSES]},
+                }
+            )
             if existing is not None:
                 return contact_from_doc(existing)
         now = utcnow()
@@ -294,7 +303,8 @@ class AcdStore:
         return contact_from_doc(doc)
 
     async def contact_by_ref(self, external_ref: str) -> Contact | None:
-        doc = await self.contacts.find_one({"external_ref": external_ref})
+        """The latest contact of a call or chat (it may have been queued more than once)."""
+        doc = await self.contacts.find_one({"external_ref": external_ref}, sort=[("enqueued_at", -1)])
         return contact_from_doc(doc) if doc else None
 
     async def update_contact(self, guard: Doc, update: Doc) -> Contact | None:

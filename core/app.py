@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from agent_desktop import DESKTOP, ContactKind, Desktop, DesktopSockets
-from agent_desktop.acd import LIVE_CONTACT_STATUSES
 from agent_desktop.http import api as agent_desktop_api
+from agent_desktop.models import LIVE_CONTACT_STATUSES
 from agent_desktop.socket import agent_room
 from agent_desktop.softphone import Softphone, agents_own_their_calls, call_access, use_host_addresses
 from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER

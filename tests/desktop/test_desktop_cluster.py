@@ -179,3 +179,27 @@ async def test_the_ivr_hears_unavailable_when_nobody_is_logged_in_and_can_leave_
     )
     marked = await desktop.store.contact(contact.id)
     assert (marked.status, marked.overflow) == (ContactStatus.overflowed, "callback")
+
+
+async def test_a_call_queued_again_after_leaving_a_queue_waits_in_the_new_one(
+    db: Database, settings: Settings
+) -> None:
+    # A flow whose queue overflows to another queue: the call leaves the first (withdrawn) and must wait
+    # in the second, not be handed its old, withdrawn contact back (which the IVR would hear as a timeout).
+    omni = Omnichannel.create(db, None)
+    desktop = Desktop.create(
+        db, omni, create_service(db, omni, settings), UserService(db), RecordingNotifier()
+    )
+    await desktop.store.create_queue(QueueConfig(id="after_sales", skills={"after_sales": 1}))
+    await desktop.store.create_queue(QueueConfig(id="general", skills={"general": 1}))
+    await desktop.gateway.enqueue(queue_request("call-moved", queue="after_sales"))
+    await desktop.gateway.withdraw("call-moved", "timeout")
+    again = queue_request("call-moved", queue="general")
+    await desktop.gateway.enqueue(again)
+    await desktop.gateway.enqueue(again)  # a retry still queues it once
+    waiting = await desktop.store.contacts_with_status(ContactStatus.waiting)
+    assert [(contact.queue, contact.external_ref) for contact in waiting] == [("general", "call-moved")]
+    latest = await desktop.store.contact_by_ref("call-moved")
+    assert latest is not None and latest.queue == "general"
+    await desktop.gateway.withdraw("call-moved", "hung_up")
+    assert (await desktop.store.contact(latest.id)).status == ContactStatus.withdrawn
