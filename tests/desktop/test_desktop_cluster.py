@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
+import pytest
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import (
@@ -25,6 +26,17 @@ from ivr_flows import CallbackRequest
 from omnichannel import Identity, IdentityKind, Omnichannel
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request
 from tickets import create_service
+
+
+@pytest.fixture
+def omni(db: Database) -> Omnichannel:
+    return Omnichannel.create(db, None)
+
+
+@pytest.fixture
+def desktop(db: Database, omni: Omnichannel, settings: Settings) -> Desktop:
+    """One web node's desktop services, with a notifier that records what agents were sent."""
+    return Desktop.create(db, omni, create_service(db, omni, settings), UserService(db), RecordingNotifier())
 
 
 async def test_an_offer_routed_on_node_a_reaches_an_agent_connected_to_node_b(
@@ -96,12 +108,8 @@ async def test_concurrent_routing_on_two_nodes_offers_each_contact_to_exactly_on
 
 
 async def test_a_chat_agent_takes_several_chats_but_not_more_than_configured(
-    db: Database, settings: Settings
+    desktop: Desktop, omni: Omnichannel
 ) -> None:
-    omni = Omnichannel.create(db, None)
-    desktop = Desktop.create(
-        db, omni, create_service(db, omni, settings), UserService(db), RecordingNotifier()
-    )
     await desktop.store.create_queue(QueueConfig(id="web", skills={"chat": 1}))
     user = User(id="chatter", username="chatter", display_name="", role="agent", created_at=utcnow())
     await desktop.agents.ensure(user)
@@ -132,12 +140,8 @@ async def test_a_chat_agent_takes_several_chats_but_not_more_than_configured(
 
 
 async def test_a_contact_overflows_to_voicemail_after_the_queue_max_wait(
-    db: Database, settings: Settings
+    desktop: Desktop, omni: Omnichannel
 ) -> None:
-    omni = Omnichannel.create(db, None)
-    desktop = Desktop.create(
-        db, omni, create_service(db, omni, settings), UserService(db), RecordingNotifier()
-    )
     await desktop.store.create_queue(
         QueueConfig(
             id="busy", skills={"x": 1}, max_wait_seconds=0.2, overflow={"to": "queue", "queue": "backup"}
@@ -158,12 +162,8 @@ async def test_a_contact_overflows_to_voicemail_after_the_queue_max_wait(
 
 
 async def test_the_ivr_hears_unavailable_when_nobody_is_logged_in_and_can_leave_a_callback(
-    db: Database, settings: Settings
+    desktop: Desktop,
 ) -> None:
-    omni = Omnichannel.create(db, None)
-    desktop = Desktop.create(
-        db, omni, create_service(db, omni, settings), UserService(db), RecordingNotifier()
-    )
     await desktop.store.create_queue(QueueConfig(id="after_sales", skills={"after_sales": 1}))
     request = queue_request("call-nobody", caller="13600136000")
     await desktop.gateway.enqueue(request)
@@ -181,15 +181,9 @@ async def test_the_ivr_hears_unavailable_when_nobody_is_logged_in_and_can_leave_
     assert (marked.status, marked.overflow) == (ContactStatus.overflowed, "callback")
 
 
-async def test_a_call_queued_again_after_leaving_a_queue_waits_in_the_new_one(
-    db: Database, settings: Settings
-) -> None:
+async def test_a_call_queued_again_after_leaving_a_queue_waits_in_the_new_one(desktop: Desktop) -> None:
     # A flow whose queue overflows to another queue: the call leaves the first (withdrawn) and must wait
     # in the second, not be handed its old, withdrawn contact back (which the IVR would hear as a timeout).
-    omni = Omnichannel.create(db, None)
-    desktop = Desktop.create(
-        db, omni, create_service(db, omni, settings), UserService(db), RecordingNotifier()
-    )
     await desktop.store.create_queue(QueueConfig(id="after_sales", skills={"after_sales": 1}))
     await desktop.store.create_queue(QueueConfig(id="general", skills={"general": 1}))
     await desktop.gateway.enqueue(queue_request("call-moved", queue="after_sales"))
