@@ -11,8 +11,8 @@ the platform makes, e.g. ``{"_id": agent, "presence": "available", "offer": None
 point lookup. Without it the server walked a secondary index on the other fields (all available agents, all
 ended contacts: work that grew with the collection), which profiling the desktop benchmark showed as the
 server's main cost. findAndModify by ``_id`` had the same problem in its write step (a scan of the whole
-collection: 60 ms a call at 10,000 documents, 0.7 ms with the rule; ``/tmp``-style timing, see
-``tests/test_mongod.py`` for what it must still answer).
+collection: 60 ms a call at 10,000 documents, 0.7 ms with the rule; ``tests/test_mongod.py`` checks that
+it still answers what MongoDB would).
 """
 
 from __future__ import annotations
