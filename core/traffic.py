@@ -5,13 +5,17 @@ It does what customers do, through the same doors they use: SIP calls through th
 caller per call, ``telephony.caller``, pressing keys and saying Mandarin made by espeak-ng), a web-chat
 visitor on the widget's socket, and — when their secrets are configured — an SMS webhook signed like the
 gateway's. It needs the demo tenant (``HUILIU_DEMO=true``, the default) for its admin login, and gives the
-demo agents skills for the shipped queues when they have none.
+demo agents skills for the shipped queues when they have none. The line answers as in office hours
+whatever the hour (an office-hours override for the demo's length, ended after it; one a supervisor set
+is left alone).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
 import sys
 import time
 import uuid
@@ -23,6 +27,8 @@ import socketio
 
 from core.settings import Settings
 
+DEMO_NUMBER = "1000"
+DEMO_OVERRIDE_REASON = "huiliu demo traffic"
 DEMO_SKILLS = {
     "agent1": {"after_sales": 3, "general": 2, "complaints": 2, "lang_zh": 3, "webchat": 1, "wechat": 1},
     "agent2": {"general": 3, "after_sales": 1, "complaints": 1, "lang_en": 3, "lang_zh": 1, "webchat": 1},
@@ -79,16 +85,57 @@ async def traffic(
             print(f"demo traffic: {exc}", file=sys.stderr)
             return 2
         await _give_skills(http, base, admin, report)
+        flow = _flow_of(settings, DEMO_NUMBER)
+        opened = calls > 0 and flow is not None and await _open_line(http, base, admin, flow, seconds, report)
         started = time.monotonic()
-        jobs = [asyncio.ensure_future(_call(settings, sip, call, seconds, report)) for call in CALLS[:calls]]
-        jobs += [asyncio.ensure_future(_chat(base, texts, report)) for texts in CHATS[:chats]]
-        report.say(
-            f"demo traffic: {len(jobs)} customers on their way; open {base}/desktop (agent1 / agent1-demo) "
-            f"and {base}/wallboard (supervisor / supervisor-demo)"
-        )
-        await asyncio.gather(*jobs, return_exceptions=False)
+        try:
+            jobs = [
+                asyncio.ensure_future(_call(settings, sip, call, seconds, report)) for call in CALLS[:calls]
+            ]
+            jobs += [asyncio.ensure_future(_chat(base, texts, report)) for texts in CHATS[:chats]]
+            report.say(
+                f"demo traffic: {len(jobs)} customers on their way; open {base}/desktop "
+                f"(agent1 / agent1-demo) and {base}/wallboard (supervisor / supervisor-demo)"
+            )
+            await asyncio.gather(*jobs, return_exceptions=False)
+        finally:
+            if opened and flow is not None:
+                with contextlib.suppress(DemoError):  # already ended by a supervisor: nothing to undo
+                    await _api(http, "DELETE", f"{base}/api/flows/{flow}/hours-override", admin)
+                report.say(f"  the {flow} line follows its office hours again")
         await _summary(http, base, admin, report, time.monotonic() - started)
     return 0
+
+
+def _flow_of(settings: Settings, number: str) -> str | None:
+    from ivr_flows.line import parse_lines
+
+    lines = parse_lines(settings.ivr_lines)
+    return lines.get(number) or lines.get("*")
+
+
+async def _open_line(
+    http: aiohttp.ClientSession, base: str, admin: str, flow: str, seconds: float, report: Report
+) -> bool:
+    """Open ``flow``'s line whatever the hour for the demo's calls; False when a supervisor's override is
+    in force (theirs stands) or the flow cannot be overridden."""
+    url = f"{base}/api/flows/{flow}/hours-override"
+    async with http.get(url, headers={"Authorization": f"Bearer {admin}"}) as reply:
+        current = await reply.json(content_type=None)
+        if reply.status == 200 and current.get("reason") != DEMO_OVERRIDE_REASON:
+            report.say(
+                f"  the {flow} line is {current['state']} until {current['until']} ({current['reason']}, "
+                f"set by {current['set_by']}): the demo calls meet that"
+            )
+            return False
+        if reply.status not in (200, 404):
+            report.say(f"  cannot check the {flow} line's office hours: {reply.status} {current}")
+            return False
+    minutes = math.ceil((seconds + 60) / 60)
+    body = {"state": "open", "minutes": minutes, "reason": DEMO_OVERRIDE_REASON}
+    await _api(http, "PUT", url, admin, json=body)
+    report.say(f"  the {flow} line answers as in office hours for the next {minutes} min (an override)")
+    return True
 
 
 async def _login(http: aiohttp.ClientSession, base: str, username: str, password: str) -> str:

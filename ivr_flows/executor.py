@@ -35,6 +35,7 @@ from ivr_flows.gateways import QueueGateway, TicketGateway
 from ivr_flows.models import (
     CallbackRequest,
     CallContext,
+    HoursOverride,
     IntentRecord,
     Priority,
     QueueOutcome,
@@ -73,6 +74,7 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
+HoursOverrides = Callable[[str, dt.datetime], HoursOverride | None]  # (flow, now) -> override in force
 
 MENU_INTER_DIGIT_SECONDS = 2.0
 MAX_STEP_ERRORS = 3
@@ -115,6 +117,7 @@ class FlowExecutor:
         bus: EventBus | None = None,
         transcribe: bool = True,
         clock: Clock = utc_now,
+        hours_override: HoursOverrides | None = None,
         max_steps: int = 200,
         hangup_grace: float = 2.0,
         drain_timeout: float = 5.0,
@@ -132,6 +135,7 @@ class FlowExecutor:
         self.bus = bus
         self.transcribe = transcribe
         self.clock = clock
+        self.hours_override = hours_override
         self.max_steps = max_steps
         self.hangup_grace = hangup_grace
         self.drain_timeout = drain_timeout
@@ -560,8 +564,15 @@ class _Session:
         self.variables[name] = value
 
     async def _business_hours(self, node_id: str, node: BusinessHoursNode) -> StepOutcome:
-        local = self.x.clock().astimezone(ZoneInfo(node.timezone))
+        now = self.x.clock()
+        zone = ZoneInfo(node.timezone)
+        local = now.astimezone(zone)
         given = local.isoformat(timespec="minutes")
+        override = self.x.hours_override(self.revision.name, now) if self.x.hours_override else None
+        if override is not None:
+            until = override.until.astimezone(zone).isoformat(timespec="minutes")
+            given += f", {override.state} by {override.set_by} until {until}: {override.reason}"
+            return StepOutcome(override.state, node.open if override.state == "open" else node.closed, given)
         if local.date() not in node.special_days and local.date() in node.holidays:
             return StepOutcome("holiday", node.holiday or node.closed, given)
         moment = local.time().replace(tzinfo=None)

@@ -1,4 +1,5 @@
-"""REST for IVR flows: supervisors read and validate, admins upload, activate and roll back.
+"""REST for IVR flows: supervisors read and validate and override office hours (an emergency closure,
+a late opening), admins upload, activate and roll back.
 
 Uploading an invalid flow answers 400 ``flow_invalid`` with ``errors`` — each with file, line, column,
 node, code and message — and stores nothing: the active version keeps serving.
@@ -9,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from core.api import Api, current_user
 from core.auth import Role
+from core.db import utcnow
 from core.errors import NotFound
 from ivr_flows.loader import MAX_SOURCE_BYTES
-from ivr_flows.models import FlowSummary, FlowVersion
+from ivr_flows.models import FlowSummary, FlowVersion, HoursOverride, OverrideState
 from ivr_flows.service import FLOWS
 
 api = Api("ivr flows")
@@ -33,6 +35,24 @@ class ValidateRequest(BaseModel):
 
     yaml: str = Field(min_length=1, max_length=MAX_SOURCE_BYTES)
     name: str = Field(default="flow", description="Flow name, used as the file name in error positions")
+
+
+class OverrideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: OverrideState = Field(description="What every business_hours node of the flow answers")
+    until: AwareDatetime | None = Field(default=None, description="When the override ends (with a timezone)")
+    minutes: int | None = Field(default=None, gt=0, le=31 * 24 * 60, description="Or: for this many minutes")
+    reason: str = Field(min_length=1, max_length=200, description="Shown in every caller's IVR path")
+
+    @model_validator(mode="after")
+    def _one_end(self) -> OverrideRequest:
+        if (self.until is None) == (self.minutes is None):
+            raise ValueError("give either until or minutes")
+        return self
+
+    def ends(self) -> dt.datetime:
+        return self.until if self.until is not None else utcnow() + dt.timedelta(minutes=self.minutes or 0)
 
 
 class FlowErrorOut(BaseModel):
@@ -166,6 +186,45 @@ async def activate_flow_version(request: web.Request) -> FlowVersion:
 async def rollback_flow(request: web.Request) -> FlowVersion:
     user = await current_user(request, Role.admin)
     return await request.app[FLOWS].rollback(request.match_info["name"], user.username)
+
+
+@api.route(
+    "GET",
+    "/api/flows/{name}/hours-override",
+    summary="The office-hours override in force (404 override_not_found when the calendar rules)",
+    role=Role.supervisor,
+    response=HoursOverride,
+)
+async def get_hours_override(request: web.Request) -> HoursOverride:
+    return await request.app[FLOWS].hours_override(request.match_info["name"])
+
+
+@api.route(
+    "PUT",
+    "/api/flows/{name}/hours-override",
+    summary="Open or close the flow's line whatever its calendar says, until a time (new calls only)",
+    role=Role.supervisor,
+    body=OverrideRequest,
+    response=HoursOverride,
+    audit_target="name",
+)
+async def set_hours_override(request: web.Request, body: OverrideRequest) -> HoursOverride:
+    user = await current_user(request, Role.supervisor)
+    return await request.app[FLOWS].set_hours_override(
+        request.match_info["name"], body.state, body.ends(), body.reason, user.username
+    )
+
+
+@api.route(
+    "DELETE",
+    "/api/flows/{name}/hours-override",
+    summary="End the override: the flow's calendar rules again",
+    role=Role.supervisor,
+    audit_target="name",
+)
+async def clear_hours_override(request: web.Request) -> None:
+    user = await current_user(request, Role.supervisor)
+    await request.app[FLOWS].clear_hours_override(request.match_info["name"], user.username)
 
 
 @api.route(

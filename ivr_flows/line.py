@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import json
 import threading
@@ -37,9 +38,10 @@ from core.settings import Settings
 from ivr_flows.errors import NoActiveFlow
 from ivr_flows.executor import FlowExecutor
 from ivr_flows.gateways import QueueGateway, TicketServiceGateway
+from ivr_flows.models import HoursOverride
 from ivr_flows.nodes import QueueNode
 from ivr_flows.registry import FlowRegistry
-from ivr_flows.service import FLOW_ACTIVATED, SHIPPED_DIR, FlowService
+from ivr_flows.service import FLOW_ACTIVATED, FLOW_HOURS_OVERRIDE, SHIPPED_DIR, FlowService
 from ivr_flows.store import FlowStore
 from ivr_flows.transcript import transcribe_call
 from ivr_flows.tts import PromptRenderer
@@ -152,9 +154,10 @@ class FlowLine:
             recordings_dir=services.recordings_dir / "voicemail",
             bus=services.bus,
             transcribe=settings.ivr_transcribe == "listen",
+            hours_override=self._hours_override,
         )
         # The bus is not started in a worker (its listener takes every event of the platform): the
-        # registry polls, and _follow_activations hears flow.activated alone.
+        # registry polls, and _follow_activations hears flow.activated and flow.hours_override alone.
         self.registry = FlowRegistry(
             FlowStore(db), None, poll_interval=settings.ivr_flow_poll_seconds, on_loaded=self._loaded
         )
@@ -209,6 +212,9 @@ class FlowLine:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await transcribing
 
+    def _hours_override(self, name: str, now: dt.datetime) -> HoursOverride | None:
+        return self.registry.hours_override(name, now) if self.registry is not None else None
+
     async def _loaded(self, revision: Revision) -> None:
         await self._ensure_queues(revision)
         self._spawn(self._prepare_prompts(revision), f"prompts-{revision.name}")
@@ -219,14 +225,15 @@ class FlowLine:
         task.add_done_callback(self._background.discard)
 
     async def _follow_activations(self) -> None:
-        """Reload a flow within milliseconds of its activation (``flow.activated`` on the bus's Redis
-        channel); polling covers what a lost connection misses."""
+        """Reload a flow within milliseconds of its activation or of an office-hours override
+        (``flow.activated``, ``flow.hours_override`` on the bus's Redis channels); polling covers what a
+        lost connection misses."""
         assert self.services is not None and self.registry is not None
         delay = 0.2
         while True:
             pubsub = self.services.bus.redis.pubsub()
             try:
-                await pubsub.subscribe(CHANNEL_PREFIX + FLOW_ACTIVATED)
+                await pubsub.subscribe(CHANNEL_PREFIX + FLOW_ACTIVATED, CHANNEL_PREFIX + FLOW_HOURS_OVERRIDE)
                 delay = 0.2
                 async for message in pubsub.listen():
                     if message.get("type") != "message":

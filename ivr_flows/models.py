@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ivr_flows.expressions import Value
 
 Priority = Literal["low", "normal", "high", "urgent"]
+OverrideState = Literal["open", "closed"]
 
 
 class StepRecord(BaseModel):
@@ -119,6 +120,18 @@ class FlowVersion(BaseModel):
     activated_by: str | None = None
     previous_active: int | None = None
     checksum: str
+
+
+class HoursOverride(BaseModel):
+    """A flow's ``business_hours`` nodes answer ``state`` until ``until``, whatever their calendar says:
+    closed for a typhoon or a system outage, open late for a promotion (or for ``huiliu demo traffic``)."""
+
+    flow: str
+    state: OverrideState
+    until: dt.datetime
+    reason: str
+    set_by: str
+    set_at: dt.datetime
 
 
 class FlowSummary(BaseModel):

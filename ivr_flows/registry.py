@@ -4,20 +4,23 @@ A process that runs calls asks ``registry.current("main")`` when a call arrives 
 for the whole call. It learns about a new active version from the bus (``flow.activated``) within
 milliseconds, and by polling MongoDB every ``poll_interval`` seconds in case a bus message was lost. A
 stored version that does not validate here (say, after an upgrade made the checks stricter) is refused
-with an error in the log, and the revision already loaded keeps serving.
+with an error in the log, and the revision already loaded keeps serving. Office-hours overrides
+(``flow.hours_override``) are kept current the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from core.bus import EventBus
 from core.log import get_logger
 from ivr_flows.errors import FlowInvalid, NoActiveFlow
-from ivr_flows.service import FLOW_ACTIVATED
+from ivr_flows.models import HoursOverride
+from ivr_flows.service import FLOW_ACTIVATED, FLOW_HOURS_OVERRIDE
 from ivr_flows.store import FlowStore
 from ivr_flows.validation import Revision, parse_flow
 
@@ -41,9 +44,10 @@ class FlowRegistry:
         self.on_loaded = on_loaded
         self._revisions: dict[str, Revision] = {}
         self._refused: dict[str, int] = {}  # name -> version refused, so polling does not log it forever
+        self._overrides: dict[str, HoursOverride] = {}
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     def current(self, name: str) -> Revision:
         """The revision of ``name`` a new call should run; ``NoActiveFlow`` when none is loaded."""
@@ -52,16 +56,24 @@ class FlowRegistry:
             raise NoActiveFlow(name)
         return revision
 
+    def hours_override(self, name: str, now: dt.datetime) -> HoursOverride | None:
+        """The office-hours override of ``name`` in force at ``now``, if any."""
+        override = self._overrides.get(name)
+        return override if override is not None and now < override.until else None
+
     async def start(self) -> None:
         if self.bus is not None:
-            self._unsubscribe = self.bus.subscribe(FLOW_ACTIVATED, self._on_activated)
+            self._unsubscribe = [
+                self.bus.subscribe(FLOW_ACTIVATED, self._on_activated),
+                self.bus.subscribe(FLOW_HOURS_OVERRIDE, self._on_activated),
+            ]
         await self.refresh()
         self._poller = asyncio.create_task(self._poll(), name="flow-registry-poll")
 
     async def stop(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -69,8 +81,10 @@ class FlowRegistry:
             self._poller = None
 
     async def refresh(self, name: str | None = None) -> None:
-        """Load the active version of ``name`` (of every flow when None) if it is not the one loaded."""
+        """Load the active version of ``name`` (of every flow when None) if it is not the one loaded, and
+        the office-hours overrides."""
         async with self._lock:
+            self._overrides = await self.store.hours_overrides()
             active = await self.store.active_versions()
             for flow_name, version in active.items():
                 if name is not None and flow_name != name:

@@ -1,4 +1,5 @@
-"""Managing flows: validate, store a new version, activate, roll back — and announce activations.
+"""Managing flows: validate, store a new version, activate, roll back, override office hours — and
+announce activations and overrides.
 
 Only valid flows are stored, and a version is validated again before it is activated, so what a running
 process loads has passed the checks (it checks once more itself; see ``FlowRegistry``). Activation is
@@ -8,6 +9,7 @@ written to MongoDB first and announced on the bus (``flow.activated``) second.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import re
 import uuid
@@ -18,16 +20,18 @@ from aiohttp import web
 
 from core.bus import EventBus
 from core.db import Database, utcnow
-from core.errors import Conflict, Invalid
+from core.errors import Conflict, Invalid, NotFound
 from core.log import get_logger
 from ivr_flows.errors import FlowError
-from ivr_flows.models import FlowSummary, FlowVersion
+from ivr_flows.models import FlowSummary, FlowVersion, HoursOverride, OverrideState
 from ivr_flows.store import FlowStore
 from ivr_flows.validation import Flow, check_flow, parse_flow
 
 log = get_logger(__name__)
 
 FLOW_ACTIVATED = "flow.activated"
+FLOW_HOURS_OVERRIDE = "flow.hours_override"  # an override was set or cleared: {"name": flow}
+MAX_OVERRIDE = dt.timedelta(days=31)  # longer closures belong in the flow's calendar (holidays)
 FLOW_NAME = r"^[a-z][a-z0-9_-]{0,63}$"
 SHIPPED_DIR = Path(__file__).parent / "flows"
 
@@ -68,12 +72,17 @@ class FlowService:
         await self._parse(name, stored.yaml)
         activated = await self.store.activate(name, version, by)
         log.info("flow.activated", name=name, version=version, by=by)
-        if self.bus is not None:
-            now = utcnow()
-            await self.bus.publish(
-                FLOW_ACTIVATED, {"id": uuid.uuid4().hex, "ts": now, "name": name, "version": version}
-            )
+        await self._announce(FLOW_ACTIVATED, name, version=version)
         return activated
+
+    async def _announce(self, kind: str, name: str, **more: object) -> None:
+        if self.bus is not None:
+            await self.bus.publish(kind, {"id": uuid.uuid4().hex, "ts": utcnow(), "name": name, **more})
+
+    async def _existing(self, name: str) -> None:
+        _check_name(name)
+        if await self.store.active(name) is None:
+            raise NotFound(f"no active flow {name!r}", code="flow_not_found")
 
     async def rollback(self, name: str, by: str) -> FlowVersion:
         """Activate the version that was active before the current one."""
@@ -83,6 +92,41 @@ class FlowService:
                 f"flow {name!r} has no earlier active version to go back to", code="flow_no_rollback"
             )
         return await self.activate(name, current.previous_active, by)
+
+    async def set_hours_override(
+        self, name: str, state: OverrideState, until: dt.datetime, reason: str, by: str
+    ) -> HoursOverride:
+        """From now until ``until`` every ``business_hours`` node of ``name`` answers ``state``."""
+        now = utcnow()
+        if until.tzinfo is None:
+            raise Invalid("until needs a timezone (e.g. 2026-11-26T23:00+08:00)", code="override_naive_time")
+        if not now < until <= now + MAX_OVERRIDE:
+            raise Invalid(
+                f"until must be in the future and at most {MAX_OVERRIDE.days} days away",
+                code="override_bad_until",
+            )
+        await self._existing(name)
+        override = await self.store.set_hours_override(
+            HoursOverride(flow=name, state=state, until=until, reason=reason, set_by=by, set_at=now)
+        )
+        log.info("flow.hours_override", name=name, state=state, until=until.isoformat(), by=by)
+        await self._announce(FLOW_HOURS_OVERRIDE, name)
+        return override
+
+    async def clear_hours_override(self, name: str, by: str) -> None:
+        await self._existing(name)
+        if not await self.store.clear_hours_override(name):
+            raise NotFound(f"flow {name!r} has no office-hours override", code="override_not_found")
+        log.info("flow.hours_override_cleared", name=name, by=by)
+        await self._announce(FLOW_HOURS_OVERRIDE, name)
+
+    async def hours_override(self, name: str) -> HoursOverride:
+        """``name``'s override in force now; ``NotFound`` when there is none (or it has run out)."""
+        await self._existing(name)
+        override = (await self.store.hours_overrides()).get(name)
+        if override is None or override.until <= utcnow():
+            raise NotFound(f"flow {name!r} has no office-hours override", code="override_not_found")
+        return override
 
     async def summaries(self) -> list[FlowSummary]:
         return await self.store.summaries()

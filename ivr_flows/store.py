@@ -15,7 +15,7 @@ from pymongo.errors import DuplicateKeyError
 
 from core.db import Database, as_utc, register_indexes, utcnow
 from core.errors import Conflict, NotFound
-from ivr_flows.models import FlowSummary, FlowVersion
+from ivr_flows.models import FlowSummary, FlowVersion, HoursOverride
 
 register_indexes(
     "flows",
@@ -44,6 +44,7 @@ def _version_from_doc(doc: dict[str, Any]) -> FlowVersion:
 class FlowStore:
     def __init__(self, db: Database) -> None:
         self.flows = db["flows"]
+        self.overrides = db["flow_hours_overrides"]  # one document a flow, _id = the flow's name
 
     async def add(
         self, name: str, yaml: str, author: str, checksum: str, *, version: int | None = None
@@ -138,6 +139,29 @@ class FlowStore:
             )
             for name, row in sorted(rows.items())
         ]
+
+    async def set_hours_override(self, override: HoursOverride) -> HoursOverride:
+        doc = override.model_dump(exclude={"flow"})
+        await self.overrides.replace_one({"_id": override.flow}, doc, upsert=True)
+        return override
+
+    async def clear_hours_override(self, name: str) -> bool:
+        """Remove ``name``'s override; False when it had none."""
+        return bool((await self.overrides.delete_one({"_id": name})).deleted_count)
+
+    async def hours_overrides(self) -> dict[str, HoursOverride]:
+        """Every stored override by flow name, expired ones included (readers compare ``until``)."""
+        return {
+            doc["_id"]: HoursOverride(
+                flow=doc["_id"],
+                state=doc["state"],
+                until=as_utc(doc["until"]),
+                reason=doc["reason"],
+                set_by=doc["set_by"],
+                set_at=as_utc(doc["set_at"]),
+            )
+            async for doc in self.overrides.find({})
+        }
 
     async def _latest(self, name: str) -> int:
         doc = await self.flows.find_one({"name": name}, projection={"version": 1}, sort=[("version", -1)])

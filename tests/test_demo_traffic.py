@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import socketio
 
-from tests.test_run import Platform, processes_under
+from tests.test_run import Platform, reap
 
 pytestmark = pytest.mark.slow
 
@@ -23,10 +23,7 @@ pytestmark = pytest.mark.slow
 def running(tmp_path: Path) -> Iterator[Platform]:
     platform = Platform(tmp_path)
     yield platform
-    if platform.process is not None and platform.process.poll() is None:
-        platform.process.kill()
-    for cmdline in processes_under(tmp_path):
-        print("left behind:", cmdline)
+    reap(platform)
 
 
 async def _socket(platform: Platform, namespace: str, token: str, events: dict[str, list[Any]]) -> Any:
@@ -91,6 +88,9 @@ async def test_demo_traffic_pops_offers_makes_tickets_and_moves_the_wallboard(ru
     finally:
         await desktop.disconnect()
         await wallboard.disconnect()
+    # whatever the hour: the line answered as in office hours for the demo, and follows its calendar after
+    assert "main line answers as in office hours" in said and "follows its office hours again" in said, said
+    assert platform.call("GET", "/api/flows/main/hours-override", token=supervisor["token"])[0] == 404
     assert said.count(": answered,") == 3, said
     assert "web chat (zh) answer:" in said and "web chat (en) answer:" in said, said
     # the agent's desktop was offered a contact with the customer's card in it

@@ -3,6 +3,7 @@ survives a restart, Ctrl-C leaves no process behind, and neither does a killed s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -97,9 +98,9 @@ class Platform:
         return self.process.wait(60)
 
 
-def processes_under(workdir: Path) -> list[str]:
-    """Command lines of live processes started for this platform (they run in or point at workdir)."""
-    found = []
+def _processes_under(workdir: Path) -> dict[int, str]:
+    """Live processes started for this platform (they run in or point at workdir): pid -> command line."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -110,8 +111,12 @@ def processes_under(workdir: Path) -> list[str]:
         except OSError:
             continue
         if state != "Z" and (cwd.startswith(str(workdir)) or str(workdir) in cmdline):
-            found.append(cmdline)
+            found[int(entry.name)] = cmdline
     return found
+
+
+def processes_under(workdir: Path) -> list[str]:
+    return list(_processes_under(workdir).values())
 
 
 def wait_gone(workdir: Path, timeout: float = 20.0) -> list[str]:
@@ -124,14 +129,23 @@ def wait_gone(workdir: Path, timeout: float = 20.0) -> list[str]:
     return processes_under(workdir)
 
 
+def reap(platform: Platform) -> None:
+    """After a test: the platform and everything it started are gone (a failed test must not leave
+    seventy processes holding ports for the rest of the run)."""
+    if platform.process is not None and platform.process.poll() is None:
+        platform.process.kill()
+    if wait_gone(platform.workdir):
+        for pid, cmdline in _processes_under(platform.workdir).items():
+            print("left behind, killed:", cmdline)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Platform]:
     running = Platform(tmp_path)
     yield running
-    if running.process is not None and running.process.poll() is None:
-        running.process.kill()
-    for cmdline in processes_under(tmp_path):
-        print("left behind:", cmdline)
+    reap(running)
 
 
 def test_one_command_runs_the_platform_and_ctrl_c_stops_all_of_it(platform: Platform) -> None:

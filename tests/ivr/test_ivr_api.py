@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from tests.conftest import ApiClient
 from tests.ivr.conftest import MAIN_YAML
 from tests.ivr.test_ivr_versions import V1, V2
@@ -99,3 +101,81 @@ async def test_bad_names_and_versions(admin: ApiClient) -> None:
     assert_problem(status, body, headers, 404, "flow_version_not_found")
     status, body, headers = await admin.request("POST", "/api/flows/main/rollback")
     assert_problem(status, body, headers, 409, "flow_no_rollback")
+
+
+async def test_a_supervisor_overrides_office_hours_until_a_time_and_ends_it(
+    admin: ApiClient, supervisor: ApiClient, agent: ApiClient
+) -> None:
+    url = "/api/flows/main/hours-override"
+    status, body, headers = await supervisor.request(
+        "PUT", url, json={"state": "closed", "minutes": 120, "reason": "台风"}
+    )
+    assert_problem(status, body, headers, 404, "flow_not_found")  # no flow main yet
+    await admin.request("POST", "/api/flows/main/versions", json={"yaml": V1, "activate": True})
+    status, body, headers = await supervisor.request("GET", url)
+    assert_problem(status, body, headers, 404, "override_not_found")  # the calendar rules
+
+    status, override, _ = await supervisor.request(
+        "PUT", url, json={"state": "closed", "minutes": 120, "reason": "台风 typhoon"}
+    )
+    assert status == 200, override
+    assert (override["flow"], override["state"], override["set_by"]) == ("main", "closed", "supervisor")
+    until = dt.datetime.fromisoformat(override["until"])
+    assert dt.timedelta(minutes=119) < until - dt.datetime.now(dt.UTC) <= dt.timedelta(minutes=120)
+    status, shown, _ = await agent.request("GET", url)
+    assert status == 403
+    status, shown, _ = await supervisor.request("GET", url)
+    assert status == 200 and shown == override
+
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=3)).astimezone(dt.timezone(dt.timedelta(hours=8)))
+    status, reopened, _ = await supervisor.request(
+        "PUT", url, json={"state": "open", "until": later.isoformat(), "reason": "promotion"}
+    )
+    assert status == 200 and reopened["state"] == "open"  # a new override replaces the old one
+    assert dt.datetime.fromisoformat(reopened["until"]) == later
+
+    assert (await supervisor.request("DELETE", url))[0] == 204
+    status, body, headers = await supervisor.request("GET", url)
+    assert_problem(status, body, headers, 404, "override_not_found")
+    status, body, headers = await supervisor.request("DELETE", url)
+    assert_problem(status, body, headers, 404, "override_not_found")
+
+    status, audit, _ = await admin.request("GET", "/api/audit?limit=20")
+    actions = {(entry["action"], entry["actor"]["username"]) for entry in audit}
+    assert {("set_hours_override", "supervisor"), ("clear_hours_override", "supervisor")} <= actions
+
+
+async def test_a_bad_override_is_refused_and_changes_nothing(admin: ApiClient, agent: ApiClient) -> None:
+    url = "/api/flows/main/hours-override"
+    await admin.request("POST", "/api/flows/main/versions", json={"yaml": V1, "activate": True})
+    now = dt.datetime.now(dt.UTC)
+    for body, code in [
+        ({"state": "open", "reason": "no end"}, "validation_failed"),
+        (
+            {"state": "open", "minutes": 5, "until": now.isoformat(), "reason": "two ends"},
+            "validation_failed",
+        ),
+        ({"state": "ajar", "minutes": 5, "reason": "x"}, "validation_failed"),
+        ({"state": "open", "minutes": 5, "reason": ""}, "validation_failed"),
+        ({"state": "open", "until": "2026-11-26T23:00:00", "reason": "naive"}, "validation_failed"),
+        (
+            {"state": "open", "until": (now - dt.timedelta(minutes=1)).isoformat(), "reason": "past"},
+            "override_bad_until",
+        ),
+        (
+            {"state": "open", "until": (now + dt.timedelta(days=40)).isoformat(), "reason": "far"},
+            "override_bad_until",
+        ),
+    ]:
+        status, problem, headers = await admin.request("PUT", url, json=body)
+        assert_problem(status, problem, headers, 400, code)
+    status, problem, headers = await admin.request(
+        "PUT", "/api/flows/Main/hours-override", json={"state": "open", "minutes": 5, "reason": "x"}
+    )
+    assert_problem(status, problem, headers, 400, "bad_flow_name")
+    status, problem, headers = await agent.request(
+        "PUT", url, json={"state": "open", "minutes": 5, "reason": "x"}
+    )
+    assert_problem(status, problem, headers, 403, "forbidden_role")
+    status, problem, headers = await admin.request("GET", url)
+    assert_problem(status, problem, headers, 404, "override_not_found")

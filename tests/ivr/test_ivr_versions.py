@@ -5,6 +5,7 @@ timeline sink: a call's steps on the caller's customer timeline."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -194,3 +195,46 @@ async def test_the_ticket_gateway_opens_a_ticket_in_the_ticket_service(
     ticket = await service.get(str(context.ticket.ticket_id))
     assert ticket.intent == "return_request" and ticket.entities["order_number"] == "12345"
     assert context.variables["ticket_number"] == ticket.number
+
+
+async def test_an_office_hours_override_reaches_running_processes_and_runs_out(
+    db: Database, bus: EventBus, make_executor: MakeExecutor
+) -> None:
+    from tests.ivr.conftest import MAIN_YAML, OPEN, SHANGHAI
+
+    service = FlowService(FlowStore(db), bus)
+    registry = FlowRegistry(FlowStore(db), bus, poll_interval=3600)  # the bus alone must do it
+    await service.upload("main", MAIN_YAML, "admin", activate=True)
+    await registry.start()
+    night = dt.datetime(2026, 11, 25, 23, 30, tzinfo=SHANGHAI)
+    at_night = make_executor(now=night, hours_override=registry.hours_override)
+    in_office_hours = make_executor(now=OPEN, hours_override=registry.hours_override)
+    try:
+        closed = await at_night.run(registry.current("main"), FakeCall())
+        assert [step.node for step in closed.path][:2] == ["office_hours", "after_hours"]
+
+        until = utcnow() + dt.timedelta(hours=1)
+        override = await service.set_hours_override("main", "open", until, "双十二 promotion", "supervisor")
+        await eventually(lambda: registry.hours_override("main", night) is not None)
+        opened = await at_night.run(registry.current("main"), FakeCall(dtmf="1"))
+        assert [step.node for step in opened.path][:3] == ["office_hours", "greeting", "main_menu"]
+        first = opened.path[0]
+        assert first.result == "open"
+        assert first.input == (
+            f"2026-11-25T23:30+08:00, open by supervisor until "
+            f"{until.astimezone(SHANGHAI).isoformat(timespec='minutes')}: 双十二 promotion"
+        )
+        # it runs out by itself at `until`, and a later override (closed) replaces it
+        assert registry.hours_override("main", override.until) is None
+        await service.set_hours_override("main", "closed", until, "台风 typhoon", "supervisor")
+        await eventually(lambda: (registry.hours_override("main", night) or override).state == "closed")
+        typhoon = await in_office_hours.run(registry.current("main"), FakeCall())
+        assert [step.node for step in typhoon.path][:2] == ["office_hours", "after_hours"]
+        assert typhoon.path[0].result == "closed"
+
+        await service.clear_hours_override("main", "supervisor")
+        await eventually(lambda: registry.hours_override("main", night) is None)
+        reopened = await in_office_hours.run(registry.current("main"), FakeCall(dtmf="1"))
+        assert [step.node for step in reopened.path][:2] == ["office_hours", "greeting"]
+    finally:
+        await registry.stop()
