@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO))  # the node and sipp helpers are shared with tests
 
 from core.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from tests.telephony.node import Node, start_node, stop_node  # noqa: E402
+from tests.telephony.node import Node, open_main_line, start_node, stop_node  # noqa: E402
 
 CONCURRENT_TARGET = 200
 ANSWER_P95_TARGET_MS = 50.0
@@ -580,23 +580,6 @@ def failovers(node: Node) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------- the run
-
-
-async def open_main_line(mongo_url: str, db_name: str) -> None:
-    """Install the shipped main flow and open its line for the next hour (an office-hours override)."""
-    import datetime as dt
-
-    from core.db import Database, utcnow
-    from ivr_flows.service import FlowService
-    from ivr_flows.store import FlowStore
-
-    db = Database.connect(mongo_url, db_name)
-    try:
-        flows = FlowService(FlowStore(db), None)
-        await flows.install_shipped("main")
-        await flows.set_hours_override("main", "open", utcnow() + dt.timedelta(hours=1), "benchmark", "bench")
-    finally:
-        await db.close()
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:

@@ -33,8 +33,15 @@ import socketio
 from core.embedded import EmbeddedServer, free_port
 from tests.conftest import ApiClient
 from tests.journeys.processes import REPO, environment
-from tests.telephony.node import PEER, Node, restart_node, sip_tools_missing, start_node, stop_node
-from tests.telephony.test_scripted_caller import install_always_open_main
+from tests.telephony.node import (
+    PEER,
+    Node,
+    open_main_line,
+    restart_node,
+    sip_tools_missing,
+    start_node,
+    stop_node,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +102,7 @@ def platform(
         pytest.skip(missing)
     workdir = tmp_path_factory.mktemp("faults-telephony")
     db_name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(install_always_open_main(mongo_server.url, db_name))
+    asyncio.run(open_main_line(mongo_server.url, db_name))
     port = free_port()
     web = WebProcess(
         workdir, environment(mongo_server.url, redis_server.url, db_name, workdir / "web", port), port

@@ -358,3 +358,22 @@ def stop_node(node: Node) -> None:
     client: MongoClient[dict[str, Any]] = MongoClient(node.mongo_url)
     client.drop_database(node.db_name)
     client.close()
+
+
+async def open_main_line(mongo_url: str, db_name: str) -> None:
+    """The shipped main flow, as shipped, active — and open around the clock for the next hour (an
+    office-hours override, as a supervisor sets one), so a test or a benchmark walks the same menu at any
+    hour. Before the node starts: its workers load both when they start."""
+    import datetime as dt
+
+    from core.db import Database, utcnow
+    from ivr_flows.service import FlowService
+    from ivr_flows.store import FlowStore
+
+    db = Database.connect(mongo_url, db_name, 5000)
+    try:
+        flows = FlowService(FlowStore(db), None)
+        await flows.install_shipped("main")
+        await flows.set_hours_override("main", "open", utcnow() + dt.timedelta(hours=1), "tests", "test")
+    finally:
+        await db.close()

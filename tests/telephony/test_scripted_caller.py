@@ -1,5 +1,6 @@
 """The scripted caller (``python -m telephony.caller``, what ``huiliu demo traffic`` places its calls with)
-against the shipped IVR (``ivr_flows/flows/main.yaml``, made open around the clock) on a real node.
+against the shipped IVR (``ivr_flows/flows/main.yaml``, opened around the clock by an office-hours
+override) on a real node.
 
 Its keys go as RFC 2833 telephone-events by default, as a phone's or a trunk's do, and the IVR takes them;
 no SIP INFO crosses the SIP front meanwhile (Kamailio's own request counters say so). ``--dtmf-method
@@ -19,32 +20,12 @@ from typing import Any
 
 import pytest
 
-from core.db import Database
 from core.embedded import EmbeddedServer
-from ivr_flows import create_flow_service
-from ivr_flows.service import SHIPPED_DIR
 from telephony.kamailio import Kamailio
-from tests.telephony.node import Node, sip_tools_missing, start_node, stop_node
+from tests.telephony.node import Node, open_main_line, sip_tools_missing, start_node, stop_node
 from tests.telephony.peer import rms
 
 pytestmark = pytest.mark.slow
-
-MAIN = (SHIPPED_DIR / "main.yaml").read_text(encoding="utf-8")
-OPENING_HOURS = (
-    '    hours:\n      mon-fri: "08:00-22:00"\n      sat-sun: "09:00-18:00"\n'
-    "    holidays: [2026-01-01, 2026-02-17, 2026-02-18, 2026-10-01, 2026-10-02]\n"
-)
-assert OPENING_HOURS in MAIN, "main.yaml's opening hours changed: update this test"
-ALWAYS_OPEN = MAIN.replace(OPENING_HOURS, '    hours: {mon-sun: "00:00-24:00"}\n')
-
-
-async def install_always_open_main(mongo_url: str, db_name: str) -> None:
-    """The shipped main flow, open around the clock, as the active version (before the node starts)."""
-    db = Database.connect(mongo_url, db_name, 5000)
-    try:
-        await create_flow_service(db, None).upload("main", ALWAYS_OPEN, "test", activate=True)
-    finally:
-        await db.close()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +36,7 @@ def main_line(
     if missing:
         pytest.skip(missing)
     db_name = f"t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(install_always_open_main(mongo_server.url, db_name))
+    asyncio.run(open_main_line(mongo_server.url, db_name))
     node = start_node(
         tmp_path_factory.mktemp("scripted-caller"),
         mongo_server,
