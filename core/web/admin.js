@@ -1,4 +1,5 @@
-// The Huiliu admin page: login, customer search and one customer's unified timeline.
+// The Huiliu admin page: login, customer search, one customer's unified timeline, and (supervisors and
+// admins) the phone lines with their office-hours overrides.
 //
 // Everything the server sends is data, never markup: the DOM is built with createElement/textContent (the `h`
 // helper below), so a customer called `<img onerror=…>` or a message `<script>…</script>` shows as text.
@@ -24,6 +25,8 @@ import { has, language, onLanguageChange, t } from "./i18n.js";
 const PAGE_SIZE = 50;
 const SEARCH_DELAY_MS = 250;
 const CHANNELS = ["voice", "webchat", "wechat", "sms", "email", "internal"];
+const OVERRIDE_MINUTES = [30, 60, 120, 240, 480, 1440];
+const LINE_ROLES = new Set(["supervisor", "admin"]);
 
 let screen = null;
 
@@ -54,6 +57,9 @@ function renderChrome() {
   document.title = t("app.title");
   byId("brand-name").textContent = t("app.brand");
   byId("nav-customers").textContent = t("nav.customers");
+  byId("nav-lines").textContent = t("nav.lines");
+  byId("nav-lines").hidden = !canManageLines();
+  byId("nav-lines").classList.toggle("active", screen instanceof LinesScreen);
   const switcher = byId("lang-switch");
   switcher.setAttribute("aria-label", t("lang.switch"));
   for (const button of switcher.querySelectorAll("button[data-lang]")) {
@@ -96,6 +102,7 @@ function parseRoute() {
   } catch {
     return null; // a hand-edited hash with a broken %-escape: back to the list
   }
+  if (parts[0] === "lines" && parts.length === 1 && canManageLines()) return { name: "lines" };
   if (parts[0] === "customers" && parts.length === 2) return { name: "customer", id: parts[1] };
   if (parts[0] === "customers" && parts.length === 1) {
     return { name: "customers", q: new URLSearchParams(search).get("q") || "" };
@@ -114,7 +121,12 @@ function route() {
     return;
   }
   errorBar.clear();
-  show(target.name === "customer" ? new CustomerScreen(target.id) : new CustomersScreen(target.q));
+  if (target.name === "lines") show(new LinesScreen());
+  else show(target.name === "customer" ? new CustomerScreen(target.id) : new CustomersScreen(target.q));
+}
+
+function canManageLines() {
+  return LINE_ROLES.has(session.user?.role);
 }
 
 function customerHref(id) {
@@ -224,6 +236,206 @@ class LoginScreen {
     startSession(result);
     if (parseRoute() === null) window.history.replaceState(null, "", "#/customers");
     route();
+  }
+}
+
+// ------------------------------------------------------------------------------------------- lines
+
+/** The IVR flows (one per line) and their office-hours overrides: open or close a line until a time. */
+class LinesScreen {
+  constructor() {
+    this.lines = []; // [{flow, override}]
+    this.loaded = false;
+    this.busy = null; // the flow whose change is being sent
+    this.drafts = new Map(); // flow -> {reason, minutes, error}
+    this.alive = true;
+  }
+
+  mount(root) {
+    this.root = root;
+    this.render();
+    this.load();
+  }
+
+  destroy() {
+    this.alive = false;
+  }
+
+  draft(flow) {
+    if (!this.drafts.has(flow)) this.drafts.set(flow, { reason: "", minutes: 60, error: false });
+    return this.drafts.get(flow);
+  }
+
+  render() {
+    this.results = h("div", { class: "panel", id: "lines" });
+    fill(
+      this.root,
+      h(
+        "section",
+        { class: "page" },
+        h("div", { class: "toolbar" }, h("h1", { class: "page-title" }, t("lines.heading"))),
+        h("p", { class: "muted lines-intro" }, t("lines.intro")),
+        this.results,
+      ),
+    );
+    this.renderLines();
+  }
+
+  renderLines() {
+    if (!this.loaded) {
+      fill(this.results, loadingRow(t("lines.loading")));
+      return;
+    }
+    if (this.lines.length === 0) {
+      fill(this.results, h("p", { class: "empty", id: "lines-empty" }, t("lines.empty")));
+      return;
+    }
+    const head = h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        h("th", {}, t("lines.col.flow")),
+        h("th", {}, t("lines.col.version")),
+        h("th", {}, t("lines.col.now")),
+        h("th", {}, t("lines.col.change")),
+      ),
+    );
+    const body = h(
+      "tbody",
+      {},
+      this.lines.map((line) => this.row(line)),
+    );
+    fill(this.results, h("table", { class: "grid", id: "lines-table" }, head, body));
+  }
+
+  row({ flow, override }) {
+    const name = flow.name;
+    const draft = this.draft(name);
+    const busy = this.busy !== null;
+    const state = override
+      ? h(
+          "div",
+          { class: "line-state", dataset: { state: override.state } },
+          h("strong", {}, t(`lines.${override.state}_until`, { until: localTime(override.until) })),
+          h("div", { class: "muted" }, t("lines.set_by", { by: override.set_by, reason: override.reason })),
+        )
+      : h("div", { class: "line-state", dataset: { state: "calendar" } }, t("lines.calendar"));
+    const reasonId = `line-reason-${name}`;
+    const reason = h("input", {
+      id: reasonId,
+      class: "line-reason",
+      maxlength: 200,
+      placeholder: t("lines.reasonPlaceholder"),
+      "aria-invalid": draft.error ? "true" : null,
+      "aria-describedby": draft.error ? `${reasonId}-error` : null,
+      value: draft.reason,
+      oninput: (event) => (draft.reason = event.target.value),
+    });
+    const minutes = h(
+      "select",
+      {
+        class: "line-minutes",
+        "aria-label": t("lines.for"),
+        onchange: (event) => (draft.minutes = Number(event.target.value)),
+      },
+      OVERRIDE_MINUTES.map((count) =>
+        h(
+          "option",
+          { value: String(count), selected: count === draft.minutes },
+          count < 60 ? t("lines.minutes", { count }) : t("lines.hours", { count: count / 60 }),
+        ),
+      ),
+    );
+    const button = (action, label, extra = "") =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: `button ${extra}`.trim(),
+          dataset: { action },
+          disabled: busy,
+          onclick: () => (action === "clear" ? this.clear(name) : this.change(name, action, reason)),
+        },
+        label,
+      );
+    const controls = h(
+      "div",
+      { class: "line-controls" },
+      h("label", { class: "field-inline" }, h("span", { class: "field-label" }, t("lines.reason")), reason),
+      minutes,
+      button("open", t("lines.open")),
+      button("closed", t("lines.close")),
+      override ? button("clear", t("lines.clear"), "button-quiet") : null,
+      draft.error
+        ? h("div", { class: "form-error", id: `${reasonId}-error`, role: "alert" }, t("lines.reasonNeeded"))
+        : null,
+    );
+    return h(
+      "tr",
+      { class: "line-row", dataset: { flow: name } },
+      h("td", {}, h("strong", {}, name)),
+      h("td", {}, flow.active_version === null ? "—" : `v${flow.active_version}`),
+      h("td", {}, state),
+      h("td", {}, controls),
+    );
+  }
+
+  async load() {
+    try {
+      const flows = await api("GET", "/api/flows");
+      const active = flows.filter((flow) => flow.active_version !== null);
+      const lines = await Promise.all(
+        active.map(async (flow) => ({ flow, override: await this.override(flow.name) })),
+      );
+      if (!this.alive) return;
+      this.lines = lines;
+    } catch (error) {
+      if (!this.alive) return;
+      errorBar.show(error);
+    }
+    this.loaded = true;
+    this.renderLines();
+  }
+
+  async override(name) {
+    try {
+      return await api("GET", `/api/flows/${encodeURIComponent(name)}/hours-override`);
+    } catch (error) {
+      if (error.code === "override_not_found") return null;
+      throw error;
+    }
+  }
+
+  async change(name, state, input) {
+    const draft = this.draft(name);
+    draft.reason = input.value.trim();
+    draft.error = !draft.reason;
+    if (draft.error) {
+      this.renderLines();
+      this.results.querySelector(`#line-reason-${CSS.escape(name)}`)?.focus();
+      return;
+    }
+    await this.send(name, "PUT", { state, minutes: draft.minutes, reason: draft.reason });
+  }
+
+  async clear(name) {
+    await this.send(name, "DELETE");
+  }
+
+  async send(name, method, json) {
+    this.busy = name;
+    this.renderLines();
+    try {
+      await api(method, `/api/flows/${encodeURIComponent(name)}/hours-override`, { json });
+      errorBar.clear();
+      this.drafts.delete(name);
+    } catch (error) {
+      errorBar.show(error);
+    }
+    this.busy = null;
+    if (this.alive) await this.load();
   }
 }
 

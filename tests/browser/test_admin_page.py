@@ -300,3 +300,52 @@ async def test_a_revoked_session_returns_to_login_and_back_to_the_same_screen(
     await log_in(page, "agent1", "agent1-demo")
     await expect(page.locator("#customer-title .customer-name")).to_have_text("Li Lei")
     await expect(page).to_have_url(re.compile(f"#/customers/{customer['id']}$"))
+
+
+async def test_a_supervisor_closes_a_line_for_a_typhoon_and_opens_it_again(
+    page: Page, admin: ApiClient, supervisor: ApiClient
+) -> None:
+    from tests.ivr.test_ivr_versions import V1
+
+    status, _, _ = await admin.request(
+        "POST", "/api/flows/main/versions", json={"yaml": V1, "activate": True}
+    )
+    assert status == 201
+    url = "/api/flows/main/hours-override"
+    await page.goto("/admin")
+    await log_in(page, "supervisor", "supervisor-demo")
+    await page.click("#nav-lines")
+    row = page.locator('.line-row[data-flow="main"]')
+    await expect(row.locator(".line-state")).to_have_text("按营业时间")
+    await expect(row.locator("td").nth(1)).to_have_text("v1")
+
+    # no reason: refused on the page, nothing sent
+    await row.locator('button[data-action="closed"]').click()
+    await expect(row.locator(".form-error")).to_have_text("请先填写原因。")
+    assert (await supervisor.request("GET", url))[0] == 404
+
+    await row.locator(".line-reason").fill("台风停业 <img src=x onerror=alert(1)>")
+    await row.locator(".line-minutes").select_option("120")
+    await row.locator('button[data-action="closed"]').click()
+    await expect(row.locator('.line-state[data-state="closed"] strong')).to_contain_text("已临时关闭，至 ")
+    await expect(row.locator(".line-state .muted")).to_have_text(
+        "supervisor：台风停业 <img src=x onerror=alert(1)>"
+    )
+    await expect(page.locator("img")).to_have_count(0)  # the reason is text, never markup
+    await page.screenshot(path=SCREENSHOTS / "admin-lines.png", full_page=True)
+    status, override, _ = await supervisor.request("GET", url)
+    assert status == 200 and override["state"] == "closed" and override["set_by"] == "supervisor"
+
+    await page.click('button[data-lang="en"]')
+    await expect(row.locator(".line-state strong")).to_contain_text("Closed until ")
+    await row.locator('button[data-action="clear"]').click()
+    await expect(row.locator(".line-state")).to_have_text("Office hours")
+    assert (await supervisor.request("GET", url))[0] == 404
+
+
+async def test_agents_have_no_phone_lines_page(page: Page, admin: ApiClient) -> None:
+    await page.goto("/admin#/lines")
+    await log_in(page, "agent1", "agent1-demo")
+    await expect(page.locator("#customers-table, #customers-empty")).to_have_count(1)
+    await expect(page.locator("#nav-lines")).to_be_hidden()
+    await expect(page).to_have_url(re.compile(r"/admin#/customers$"))
