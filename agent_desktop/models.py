@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ivr_flows.models import HoursOverride
 from omnichannel import Customer, TimelineEvent
 from tickets import Ticket
 
@@ -320,6 +321,7 @@ class Wallboard(BaseModel):
     bot: BotDeflection
     alerts: list[Alert]
     config: WallboardConfig
+    lines: list[HoursOverride] = []  # phone lines open or closed against their office hours right now
 
 
 class ForcedState(StateChange):

@@ -40,6 +40,8 @@ from agent_desktop.models import (
 )
 from agent_desktop.store import AcdStore, contact_from_doc
 from core.db import Database, as_utc, register_indexes, utcnow
+from ivr_flows.models import HoursOverride
+from ivr_flows.store import FlowStore
 
 Doc = dict[str, Any]
 
@@ -206,6 +208,7 @@ class WallboardService:
         self.settings = db["desktop_settings"]
         self.outcomes = db["bot_outcomes"]
         self.alerts = db["alerts"]
+        self.flows = FlowStore(db)
         self._window: dict[str, Contact] | None = None  # the contacts the queue boards count, by id
         self._window_read_at = utcnow()
         self._changes_read_at: dt.datetime | None = None
@@ -253,7 +256,15 @@ class WallboardService:
             bot=await self.bot(config),
             alerts=await self.active_alerts(),
             config=config,
+            lines=await self.line_overrides(),
         )
+
+    async def line_overrides(self) -> list[HoursOverride]:
+        """Office-hours overrides in force (a line closed for a typhoon shows on the wall, not only in
+        the admin page)."""
+        now = utcnow()
+        overrides = (await self.flows.hours_overrides()).values()
+        return sorted((o for o in overrides if o.until > now), key=lambda o: o.flow)
 
     async def _contacts(self, since: dt.datetime) -> list[Contact]:
         """The live contacts and those that entered within the window. Read whole once (and every

@@ -14,6 +14,7 @@ import {
   errorBar,
   fill,
   h,
+  localTime,
   loginForm,
   onSessionEnd,
   percent,
@@ -50,6 +51,8 @@ addTranslations({
     "board.byState": "各状态坐席",
     "board.alerts": "告警",
     "board.noAlerts": "当前没有告警。",
+    "board.lineOpen": "线路 {flow} 已临时开通，至 {until}（{reason}，{by}）",
+    "board.lineClosed": "线路 {flow} 已临时关闭，至 {until}（{reason}，{by}）",
     "board.updated": "更新于",
     "board.config": "指标设置",
     "board.slThreshold": "服务水平阈值（秒）",
@@ -89,6 +92,8 @@ addTranslations({
     "board.byState": "Agents by state",
     "board.alerts": "Alerts",
     "board.noAlerts": "No alerts right now.",
+    "board.lineOpen": "Line {flow} is open until {until}, against its office hours ({reason}, {by})",
+    "board.lineClosed": "Line {flow} is closed until {until}, against its office hours ({reason}, {by})",
     "board.updated": "Updated",
     "board.config": "Targets",
     "board.slThreshold": "SL threshold (s)",
@@ -159,6 +164,7 @@ function layout() {
       "div",
       { class: "board" },
       h("div", { id: "board-notice", role: "status" }),
+      h("div", { id: "lines", role: "status" }),
       h("div", { class: "board-top", id: "figures" }),
       h(
         "section",
@@ -248,6 +254,7 @@ function render(data) {
   board.data = data;
   if (!byId("figures")) return;
   renderFigures(data);
+  renderLines(data.lines || []);
   renderAlerts(data.alerts);
   renderQueues(data);
   renderAgents(data);
@@ -295,6 +302,25 @@ function alertText(alert) {
     value: format(alert.value),
     threshold: format(alert.threshold),
   });
+}
+
+/** Lines an office-hours override keeps open or closed: a supervisor must not forget a closed line. */
+function renderLines(lines) {
+  fill(
+    byId("lines"),
+    lines.map((line) =>
+      h(
+        "p",
+        { class: "notice line-override", dataset: { flow: line.flow, state: line.state } },
+        t(line.state === "open" ? "board.lineOpen" : "board.lineClosed", {
+          flow: line.flow,
+          until: localTime(line.until),
+          reason: line.reason,
+          by: line.set_by,
+        }),
+      ),
+    ),
+  );
 }
 
 function renderAlerts(alerts) {

@@ -279,6 +279,36 @@ async def test_wallboard_follows_a_waiting_contact_alerts_and_forces_an_agent_st
     await screenshot(page, "wallboard.png")
 
 
+async def test_the_wallboard_shows_a_line_closed_against_its_office_hours_until_it_is_reopened(
+    page: Page, admin: ApiClient, supervisor: ApiClient
+) -> None:
+    from tests.ivr.test_ivr_versions import V1
+
+    status, _, _ = await admin.request(
+        "POST", "/api/flows/main/versions", json={"yaml": V1, "activate": True}
+    )
+    assert status == 201
+    await log_in(page, "/wallboard", "supervisor", "supervisor-demo")
+    await expect(page.locator("#figure-waiting")).to_have_count(1)
+    await expect(page.locator(".line-override")).to_have_count(0)
+
+    url = "/api/flows/main/hours-override"
+    reason = "台风停业 <b>typhoon</b>"
+    status, _, _ = await supervisor.request(
+        "PUT", url, json={"state": "closed", "minutes": 90, "reason": reason}
+    )
+    assert status == 200
+    line = page.locator('.line-override[data-flow="main"][data-state="closed"]')
+    await expect(line).to_contain_text("线路 main 已临时关闭，至 ", timeout=3000)  # the next push
+    await expect(line).to_contain_text(f"（{reason}，supervisor）")
+    await expect(page.locator("#lines b")).to_have_count(0)  # the reason is text
+    _, board, _ = await supervisor.request("GET", "/api/desktop/wallboard")
+    assert [(line["flow"], line["state"]) for line in board["lines"]] == [("main", "closed")]
+
+    assert (await supervisor.request("DELETE", url))[0] == 204
+    await expect(page.locator(".line-override")).to_have_count(0, timeout=3000)
+
+
 async def test_stored_script_in_a_name_a_chat_message_and_a_ticket_title_renders_as_text(
     page: Page, server: TestServer, agent: ApiClient
 ) -> None:
