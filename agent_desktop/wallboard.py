@@ -264,7 +264,7 @@ class WallboardService:
         the admin page)."""
         now = utcnow()
         overrides = (await self.flows.hours_overrides()).values()
-        return sorted((o for o in overrides if o.until > now), key=lambda o: o.flow)
+        return sorted((o for o in overrides if o.in_force(now)), key=lambda o: o.flow)
 
     async def _contacts(self, since: dt.datetime) -> list[Contact]:
         """The live contacts and those that entered within the window. Read whole once (and every

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import json
 import threading
@@ -38,7 +37,6 @@ from core.settings import Settings
 from ivr_flows.errors import NoActiveFlow
 from ivr_flows.executor import FlowExecutor
 from ivr_flows.gateways import QueueGateway, TicketServiceGateway
-from ivr_flows.models import HoursOverride
 from ivr_flows.nodes import QueueNode
 from ivr_flows.registry import FlowRegistry
 from ivr_flows.service import FLOW_ACTIVATED, FLOW_HOURS_OVERRIDE, SHIPPED_DIR, FlowService
@@ -144,6 +142,11 @@ class FlowLine:
         self.desktop = Desktop.create(db, omni, tickets, UserService(db), QuietNotifier())
         self.recognizer = build_recognizer(settings)
         self._http = aiohttp.ClientSession()
+        # The bus is not started in a worker (its listener takes every event of the platform): the
+        # registry polls, and _follow_activations hears flow.activated and flow.hours_override alone.
+        self.registry = FlowRegistry(
+            FlowStore(db), None, poll_interval=settings.ivr_flow_poll_seconds, on_loaded=self._loaded
+        )
         self.executor = FlowExecutor(
             prompts=self.prompts,
             analyzer=LazyAnalyzer(),
@@ -154,12 +157,7 @@ class FlowLine:
             recordings_dir=services.recordings_dir / "voicemail",
             bus=services.bus,
             transcribe=settings.ivr_transcribe == "listen",
-            hours_override=self._hours_override,
-        )
-        # The bus is not started in a worker (its listener takes every event of the platform): the
-        # registry polls, and _follow_activations hears flow.activated and flow.hours_override alone.
-        self.registry = FlowRegistry(
-            FlowStore(db), None, poll_interval=settings.ivr_flow_poll_seconds, on_loaded=self._loaded
+            hours_override=self.registry.hours_override,
         )
         await self.registry.start()
         self._spawn(self._follow_activations(), "flow-activations")
@@ -211,9 +209,6 @@ class FlowLine:
                 transcribing.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await transcribing
-
-    def _hours_override(self, name: str, now: dt.datetime) -> HoursOverride | None:
-        return self.registry.hours_override(name, now) if self.registry is not None else None
 
     async def _loaded(self, revision: Revision) -> None:
         await self._ensure_queues(revision)

@@ -133,6 +133,10 @@ class HoursOverride(BaseModel):
     set_by: str
     set_at: dt.datetime
 
+    def in_force(self, now: dt.datetime) -> bool:
+        """Still overriding the calendar at ``now`` (it ends by itself at ``until``)."""
+        return now < self.until
+
 
 class FlowSummary(BaseModel):
     name: str

@@ -59,7 +59,7 @@ class FlowRegistry:
     def hours_override(self, name: str, now: dt.datetime) -> HoursOverride | None:
         """The office-hours override of ``name`` in force at ``now``, if any."""
         override = self._overrides.get(name)
-        return override if override is not None and now < override.until else None
+        return override if override is not None and override.in_force(now) else None
 
     async def start(self) -> None:
         if self.bus is not None:

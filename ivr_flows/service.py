@@ -123,8 +123,8 @@ class FlowService:
     async def hours_override(self, name: str) -> HoursOverride:
         """``name``'s override in force now; ``NotFound`` when there is none (or it has run out)."""
         await self._existing(name)
-        override = (await self.store.hours_overrides()).get(name)
-        if override is None or override.until <= utcnow():
+        override = await self.store.hours_override(name)
+        if override is None or not override.in_force(utcnow()):
             raise NotFound(f"flow {name!r} has no office-hours override", code="override_not_found")
         return override
 

@@ -41,6 +41,17 @@ def _version_from_doc(doc: dict[str, Any]) -> FlowVersion:
     )
 
 
+def _override_from_doc(doc: dict[str, Any]) -> HoursOverride:
+    return HoursOverride(
+        flow=doc["_id"],
+        state=doc["state"],
+        until=as_utc(doc["until"]),
+        reason=doc["reason"],
+        set_by=doc["set_by"],
+        set_at=as_utc(doc["set_at"]),
+    )
+
+
 class FlowStore:
     def __init__(self, db: Database) -> None:
         self.flows = db["flows"]
@@ -149,19 +160,14 @@ class FlowStore:
         """Remove ``name``'s override; False when it had none."""
         return bool((await self.overrides.delete_one({"_id": name})).deleted_count)
 
+    async def hours_override(self, name: str) -> HoursOverride | None:
+        """``name``'s stored override, expired or not (readers ask ``in_force``)."""
+        doc = await self.overrides.find_one({"_id": name})
+        return _override_from_doc(doc) if doc else None
+
     async def hours_overrides(self) -> dict[str, HoursOverride]:
-        """Every stored override by flow name, expired ones included (readers compare ``until``)."""
-        return {
-            doc["_id"]: HoursOverride(
-                flow=doc["_id"],
-                state=doc["state"],
-                until=as_utc(doc["until"]),
-                reason=doc["reason"],
-                set_by=doc["set_by"],
-                set_at=as_utc(doc["set_at"]),
-            )
-            async for doc in self.overrides.find({})
-        }
+        """Every stored override by flow name, expired ones included (readers ask ``in_force``)."""
+        return {doc["_id"]: _override_from_doc(doc) async for doc in self.overrides.find({})}
 
     async def _latest(self, name: str) -> int:
         doc = await self.flows.find_one({"name": name}, projection={"version": 1}, sort=[("version", -1)])
