@@ -50,12 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bench._machine import machine
+from bench._machine import machine  # first: importing bench unshadows the asr package
 
-# Run as a script, this file's directory comes first on sys.path, and this file's name would shadow the asr
-# package it measures.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
+# isort: split
 
 from asr import (
     EndpointConfig,

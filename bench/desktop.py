@@ -47,6 +47,9 @@ import socketio
 from argon2 import PasswordHasher
 from bson import ObjectId
 
+import bench  # noqa: F401  (first: run as a script, it unshadows the tickets package)
+
+# isort: split
 from agent_desktop import AgentSkills, ContactKind, Desktop, NewContact, QueueConfig, RecordingNotifier
 from agent_desktop.models import StateChange
 from core.auth import Role, User, UserService

@@ -20,6 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench  # noqa: F401  (first: run as a script, it unshadows the telephony package)
+
+# isort: split
+
 from ivr_flows import PromptRenderer, parse_flow
 from ivr_flows.service import SHIPPED_DIR
 

@@ -32,11 +32,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._machine import machine
+from bench._machine import machine  # first: importing bench unshadows the tickets package
 
-# Run as bench/tickets.py, this folder comes first on sys.path and this file's name would hide the tickets
-# package from everything that imports it.
-sys.path.remove(str(Path(__file__).resolve().parent))
+# isort: split
 
 import redis.asyncio as aioredis
 import yaml
