@@ -55,7 +55,7 @@ from core.db import utcnow
 from core.errors import Conflict, Forbidden, NotFound
 from core.log import get_logger
 from ivr_flows import CallbackRequest, QueueRequest
-from ivr_flows.models import QueueOutcome
+from ivr_flows.models import QueueOutcome, QueuePosition
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent, Omnichannel
 
 log = get_logger(__name__)
@@ -702,6 +702,15 @@ class AcdQueueGateway:
         if queued is not None:
             await self.acd.withdraw(queued[0], reason)
         self._queued.pop(call_id, None)
+
+    async def position(self, call_id: str) -> QueuePosition | None:
+        queued = await self._queued_call(call_id)
+        if queued is None:
+            return None
+        place = await self.acd.position(queued[0])
+        if place.position is None or place.expected_wait_seconds is None:
+            return None
+        return QueuePosition(position=place.position, expected_wait_seconds=place.expected_wait_seconds)
 
     async def request_callback(self, request: CallbackRequest) -> None:
         """A callback marker: an overflowed contact of ``request.queue`` with ``overflow="callback"``."""

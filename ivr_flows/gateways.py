@@ -11,7 +11,14 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Literal, Protocol
 
-from ivr_flows.models import CallbackRequest, QueueOutcome, QueueRequest, TicketReceipt, TicketRequest
+from ivr_flows.models import (
+    CallbackRequest,
+    QueueOutcome,
+    QueuePosition,
+    QueueRequest,
+    TicketReceipt,
+    TicketRequest,
+)
 
 if TYPE_CHECKING:
     from omnichannel import Omnichannel
@@ -28,6 +35,10 @@ class QueueGateway(Protocol):
 
     async def withdraw(self, call_id: str, reason: str) -> None:
         """Take the call out of its queue (overflow, caller hung up); a no-op when it is not queued."""
+
+    async def position(self, call_id: str) -> QueuePosition | None:
+        """Where the waiting call stands in its queue (said to the caller); None once it left the queue
+        or when the queue cannot tell."""
 
     async def request_callback(self, request: CallbackRequest) -> None:
         """The caller accepted a callback: an agent of ``request.queue`` calls ``request.number`` later."""
@@ -74,6 +85,19 @@ class InMemoryQueueGateway:
     def connect(self, call_id: str) -> None:
         """An agent answers ``call_id``."""
         self._connected.setdefault(call_id, asyncio.Event()).set()
+
+    async def position(self, call_id: str) -> QueuePosition | None:
+        """In order of arrival among the calls neither connected nor withdrawn; two minutes a call."""
+        gone = {withdrawn for withdrawn, _ in self.withdrawn}
+        waiting = [
+            request.call_id
+            for request in self.queued
+            if request.call_id not in gone and not self._connected[request.call_id].is_set()
+        ]
+        if call_id not in waiting:
+            return None
+        place = waiting.index(call_id) + 1
+        return QueuePosition(position=place, expected_wait_seconds=120.0 * place)
 
     async def withdraw(self, call_id: str, reason: str) -> None:
         self.withdrawn.append((call_id, reason))

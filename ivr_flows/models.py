@@ -76,6 +76,13 @@ class QueueRequest(BaseModel):
 QueueOutcome = Literal["connected", "timeout", "unavailable"]
 
 
+class QueuePosition(BaseModel):
+    """Where a waiting call stands: 1 = next; the expected wait from the queue's recent handle times."""
+
+    position: int = Field(ge=1)
+    expected_wait_seconds: float = Field(ge=0)
+
+
 class CallbackRequest(BaseModel):
     call_id: str
     number: str
