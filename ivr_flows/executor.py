@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import math
 import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
@@ -79,6 +80,7 @@ HoursOverrides = Callable[[str, dt.datetime], HoursOverride | None]  # (flow, no
 MENU_INTER_DIGIT_SECONDS = 2.0
 MAX_STEP_ERRORS = 3
 HOLD_GAP_SECONDS = 1.0
+POSITION_TIMEOUT_SECONDS = 2.0
 _LEADING_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HANDED_OVER = ("queued", "transferred")  # outcomes after which the call is someone else's to end
 MASK = "••••"
@@ -599,7 +601,7 @@ class _Session:
         )
         given = {"queue": node.queue, "skills": request.skills, "priority": priority}
         await self.x.queues.enqueue(request)
-        hold = asyncio.ensure_future(self._hold(node.hold_prompt)) if node.hold_prompt else None
+        hold = asyncio.ensure_future(self._hold(node)) if node.hold_prompt or node.position_prompt else None
         outcome: QueueOutcome = "unavailable"
         try:
             async with asyncio.timeout(node.max_wait + 30):
@@ -618,15 +620,37 @@ class _Session:
             return StepOutcome("connected", None, given, end="queued")
         return StepOutcome(outcome, node.overflow, given)
 
-    async def _hold(self, prompt: tuple[PromptPart, ...]) -> None:
+    async def _hold(self, node: QueueNode) -> None:
+        """The hold prompt in a loop; the caller's place in line after the first one, then every
+        ``position_every`` seconds (not when the ACD cannot tell it: then the caller just holds)."""
+        loop = asyncio.get_running_loop()
+        announced = -math.inf
         try:
             while True:
-                await self._say(prompt)
+                await self._say(node.hold_prompt)
+                if node.position_prompt and loop.time() - announced >= node.position_every:
+                    announced = loop.time()
+                    if await self._learn_position():
+                        await self._say(node.position_prompt)
                 await asyncio.sleep(HOLD_GAP_SECONDS)
         finally:
             if not self.call.hung_up.is_set():
                 with contextlib.suppress(Exception):
                     await self.call.stop_playback()
+
+    async def _learn_position(self) -> bool:
+        """Set {queue_position} and {queue_wait_minutes} from the ACD; False when it cannot tell."""
+        try:
+            async with asyncio.timeout(POSITION_TIMEOUT_SECONDS):
+                place = await self.x.queues.position(self.call.call_id)
+        except Exception as exc:  # a slow or failing ACD costs the announcement, never the wait
+            log.warning("ivr.position_failed", call_id=self.call.call_id, error=repr(exc))
+            return False
+        if place is None:
+            return False
+        self.variables["queue_position"] = place.position
+        self.variables["queue_wait_minutes"] = max(1, math.ceil(place.expected_wait_seconds / 60))
+        return True
 
     async def _withdraw(self, reason: str) -> None:
         try:

@@ -457,7 +457,7 @@ class QueueNode(Node):
     kind = "queue"
     target_fields = ("overflow",)
     template_fields = ("priority",)
-    prompt_fields = ("prompt", "hold_prompt")
+    prompt_fields = ("prompt", "hold_prompt", "position_prompt")
 
     type: Literal["queue"]
     queue: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
@@ -466,7 +466,14 @@ class QueueNode(Node):
     max_wait: float = Field(default=300.0, strict=True, gt=0, le=7200, allow_inf_nan=False)
     prompt: Prompt | None = None  # said once before queueing
     hold_prompt: Prompt | None = None  # looped while waiting
+    # said after the first hold prompt and then every position_every seconds, while the ACD can tell the
+    # caller's place: {queue_position} (1 = next) and {queue_wait_minutes} (expected wait, at least 1)
+    position_prompt: Prompt | None = None
+    position_every: float = Field(default=60.0, strict=True, ge=15, le=3600, allow_inf_nan=False)
     overflow: str  # after max_wait, or when the queue cannot take the call
+
+    def writes(self) -> tuple[str, ...]:
+        return ("queue_position", "queue_wait_minutes")
 
     @field_validator("priority")
     @classmethod
