@@ -171,7 +171,11 @@ class EmailService:
     async def _thread(self, message: EmailMessage, customer_id: str, message_id: str, subject: str) -> str:
         refs = str(message.get("References", "")).split() + str(message.get("In-Reply-To", "")).split()
         if refs:
-            known = await self.messages.find_one({"_id": {"$in": refs}}, sort=[("at", -1)])
+            # A message remembered without a conversation (a ticket notice sent before notices had one)
+            # threads nothing: the reply starts a conversation rather than being refused forever.
+            known = await self.messages.find_one(
+                {"_id": {"$in": refs}, "conversation_id": {"$type": "string"}}, sort=[("at", -1)]
+            )
             if known is not None:
                 return str(known["conversation_id"])
         conversation, _ = await self.omni.conversations.open(
@@ -240,14 +244,22 @@ class EmailService:
     async def notify(
         self, to: str, text: str, *, customer_id: str, idempotency_key: str, subject: str
     ) -> None:
-        """A ticket notice to ``to`` (sent once per ``idempotency_key``)."""
+        """A ticket notice to ``to`` (sent once per ``idempotency_key``). The notice starts its own thread
+        (a conversation of the customer), so the customer's reply to it lands there."""
         try:
             await self.messages.insert_one(
                 {"_id": f"notice:{idempotency_key}", "direction": "claim", "at": utcnow()}
             )
         except DuplicateKeyError:
             return
-        await self._send(to, subject or "汇流 Huiliu", text, None, customer_id, _SYSTEM, [], True)
+        subject = subject or "汇流 Huiliu"
+        conversation, _ = await self.omni.conversations.open(
+            customer_id,
+            NewConversation(
+                channel=Channel.email, subject=subject, external_ref=f"email:notice:{idempotency_key}"[:256]
+            ),
+        )
+        await self._send(to, subject, text, conversation.id, customer_id, _SYSTEM, [], True)
 
     async def _send(
         self,
