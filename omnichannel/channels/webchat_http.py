@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.api import Api, current_user
 from core.auth import Role
 from core.http import audit_details
+from core.log import get_logger
 from core.settings import Settings
 from omnichannel import Actor
 from omnichannel.channels.agent_replies import AgentReplies
@@ -33,8 +34,11 @@ from omnichannel.channels.wiring import CHANNELS
 
 api = Api("webchat")
 VISITOR_SOCKETS = web.AppKey("visitor_sockets", VisitorSockets)
+REPLY_RETRY_SECONDS = 1.0  # how often a node looks for replies due to be sent again
 VISITOR_TOKEN_HEADER = "X-Visitor-Token"
 _CORS_PREFIX = "/api/webchat/"
+
+log = get_logger(__name__)
 
 
 def _webchat(request: web.Request) -> WebChatService:
@@ -239,6 +243,15 @@ def mount_webchat(app: web.Application, settings: Settings) -> None:
     app.cleanup_ctx.append(_lifecycle)
 
 
+async def _retry_replies(replies: AgentReplies, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await replies.retry_due()
+        except Exception as exc:  # MongoDB down for a moment: the next round tries again
+            log.warning("channels.reply_retries_failed", error=repr(exc))
+
+
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     from agent_desktop import DESKTOP
 
@@ -253,15 +266,22 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     async def email_reply(conversation_id: str, text: str, actor: Actor) -> None:
         await email.reply(conversation_id, text, actor, record=False)  # message.sent is the record
 
-    replies = AgentReplies(channels.db, channels.webchat.omni, channels.sms, channels.wechat, email_reply)
+    replies = channels.replies = AgentReplies(
+        channels.db, channels.webchat.omni, channels.sms, channels.wechat, email_reply
+    )
     stop_replies = bus.subscribe("timeline.message.sent", replies.handle)
     every = min(30.0, max(0.5, channels.settings.bot_idle_resolve_seconds / 4))
-    sweeper = asyncio.create_task(channels.bot.run_sweeper(every), name="bot-sweeper")
+    sweepers = [
+        asyncio.create_task(channels.bot.run_sweeper(every), name="bot-sweeper"),
+        asyncio.create_task(_retry_replies(replies, REPLY_RETRY_SECONDS), name="reply-retries"),
+    ]
     yield
     stop_replies()
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    for sweeper in sweepers:
+        sweeper.cancel()
+    for sweeper in sweepers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     await channels.webchat.stop()
     await app[VISITOR_SOCKETS].stop()
 

@@ -25,6 +25,7 @@ from omnichannel.crm import CrmConnector, create_crm
 
 if TYPE_CHECKING:
     from asr.nlu import Analyzer
+    from omnichannel.channels.agent_replies import AgentReplies
 from omnichannel.channels.sms import HttpSmsProvider, SinkSmsProvider, SmsProvider
 from omnichannel.channels.sms_service import Enqueue, SmsConfig, SmsService
 from omnichannel.channels.wechat import (
@@ -60,6 +61,7 @@ class Channels:
     settings: Settings
     bot: Bot | None = None
     webchat: WebChatService | None = None
+    replies: AgentReplies | None = None  # agents' replies on WeChat/SMS/email (the web process's)
     _warming: asyncio.Future[Analyzer] | None = None
 
     def attach(self, tickets: TicketService) -> None:
