@@ -244,14 +244,18 @@ class EmailService:
     async def notify(
         self, to: str, text: str, *, customer_id: str, idempotency_key: str, subject: str
     ) -> None:
-        """A ticket notice to ``to`` (sent once per ``idempotency_key``). The notice starts its own thread
-        (a conversation of the customer), so the customer's reply to it lands there."""
+        """A ticket notice to ``to``, sent once per ``idempotency_key``: a send that fails raises, and the
+        caller's retry sends it. The notice starts its own thread (a conversation of the customer), so the
+        customer's reply to it lands there."""
+        claim = f"notice:{idempotency_key}"
         try:
             await self.messages.insert_one(
-                {"_id": f"notice:{idempotency_key}", "direction": "claim", "at": utcnow()}
+                {"_id": claim, "direction": "claim", "sent": False, "at": utcnow()}
             )
         except DuplicateKeyError:
-            return
+            seen = await self.messages.find_one({"_id": claim})
+            if seen is not None and seen.get("sent"):
+                return
         subject = subject or "汇流 Huiliu"
         conversation, _ = await self.omni.conversations.open(
             customer_id,
@@ -260,6 +264,7 @@ class EmailService:
             ),
         )
         await self._send(to, subject, text, conversation.id, customer_id, _SYSTEM, [], True)
+        await self.messages.update_one({"_id": claim}, {"$set": {"sent": True}})
 
     async def _send(
         self,

@@ -4,6 +4,7 @@ through our listener."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from aiosmtpd.controller import Controller
 
 from core.db import Database
@@ -21,6 +23,7 @@ from tests.channels import test_email
 from tests.channels.conftest import customer_with, eventually, timeline
 from tests.channels.test_email import ADDRESS, CUSTOMER, Sink, mail, send
 from tests.conftest import ApiClient
+from tickets import TICKETS
 
 listener = test_email.listener  # our SMTP listener, on this module's settings
 
@@ -101,3 +104,23 @@ async def test_a_reply_to_a_notice_remembered_without_a_conversation_still_lands
     landed: Any = [e for e in await timeline(admin, customer["id"]) if e["kind"] == "message.in"]
     assert [e["body"]["message_id"] for e in landed] == ["<late@example.com>"]
     assert landed[0]["conversation_id"]
+
+
+async def test_a_notice_held_up_by_a_relay_that_is_down_is_delivered_once_when_it_is_back(
+    server: TestServer, listener: int, relay: Relay, db: Database
+) -> None:
+    relay.down()
+    await send(listener, mail("退货", "我要退货，订单号 12345", "<order@example.com>"))
+    await eventually(
+        lambda: db["tickets"].find_one({"outbox_error": {"$type": "string"}}), "the notice failing"
+    )
+    relay.up()
+    await asyncio.sleep(1.2)  # the outbox lease of the failed attempt runs out
+    tickets = server.app[TICKETS]
+    await tickets.sweep()
+    [notice] = await relay.notices()
+    assert notice["To"] == CUSTOMER
+    await asyncio.sleep(1.2)
+    await tickets.sweep()  # nothing left to send: the notice is not sent again
+    assert len(await relay.notices()) == 1
+    assert await db["tickets"].find_one({"outbox_since": {"$exists": True}}) is None
