@@ -243,6 +243,14 @@ class Acd:
         parts: asyncio.Task[PopParts] | None = None
         try:
             skills = required_skills(queue, claimed)
+            if claimed.declined_by and await self._declines_lapsed(claimed, queue, skills):
+                claimed = (
+                    await self.store.update_contact(
+                        {"_id": oid, "status": ContactStatus.routing.value, "routing_by": token},
+                        {"$set": {"declined_by": []}, "$unset": {"declined_at": ""}},
+                    )
+                    or claimed
+                )
             preferred = preferred_beyond(claimed, skills)
             if preferred and await self._waits_for_preferred(
                 claimed, queue, with_preferences(skills, preferred)
@@ -312,6 +320,15 @@ class Acd:
         if waited >= queue.preference_seconds:
             return False
         return await self.store.any_agent(working(wanted))
+
+    async def _declines_lapsed(self, contact: Contact, queue: QueueConfig, skills: dict[str, int]) -> bool:
+        """Whether ``contact`` is to be offered again to the agents who declined it: everyone at work who
+        could take it declined, and the last decline is a cool-down (the queue's offer timeout) old. Not
+        never: a contact nobody else can take would otherwise wait until it overflows, or for ever."""
+        declined_at = contact.declined_at or contact.queue_entered_at
+        if (utcnow() - declined_at).total_seconds() < queue.offer_timeout_seconds:
+            return False
+        return not await self.store.any_agent({**working(skills), "_id": {"$nin": contact.declined_by}})
 
     async def _pool(
         self,
@@ -388,7 +405,11 @@ class Acd:
         oid = contact_oid(contact_id)
         contact = await self.store.update_contact(
             {"_id": oid, "status": ContactStatus.offered.value, "offered_to": user.id},
-            {"$pull": {"offered_to": user.id}, "$addToSet": {"declined_by": user.id}},
+            {
+                "$pull": {"offered_to": user.id},
+                "$addToSet": {"declined_by": user.id},
+                "$set": {"declined_at": utcnow()},
+            },
         )
         if contact is None:
             raise Conflict("this offer is no longer yours", code="offer_gone")
@@ -545,7 +566,14 @@ class Acd:
                 moved = await self.store.update_contact(
                     guard,
                     {
-                        "$set": {"queue": target.id, "queue_entered_at": now, "skills": dict(target.skills)},
+                        # the agents who declined it here may be just right for the next queue
+                        "$set": {
+                            "queue": target.id,
+                            "queue_entered_at": now,
+                            "skills": dict(target.skills),
+                            "declined_by": [],
+                        },
+                        "$unset": {"declined_at": ""},
                         "$push": {"overflowed_from": contact.queue},
                     },
                 )

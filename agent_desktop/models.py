@@ -204,6 +204,7 @@ class Contact(BaseModel):
     offered_to: list[str] = []
     offer_expires_at: dt.datetime | None = None
     declined_by: list[str] = []
+    declined_at: dt.datetime | None = None
     agent_id: str | None = None
     connected_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None

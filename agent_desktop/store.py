@@ -116,6 +116,7 @@ def contact_from_doc(doc: Doc) -> Contact:
         offered_to=doc.get("offered_to", []),
         offer_expires_at=when("offer_expires_at"),
         declined_by=doc.get("declined_by", []),
+        declined_at=when("declined_at"),
         agent_id=doc.get("agent_id"),
         connected_at=when("connected_at"),
         ended_at=when("ended_at"),
