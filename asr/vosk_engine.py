@@ -8,7 +8,9 @@ because its Kaldi state cannot move). ``bench/asr.py`` measures both.
 Endpointing is per stream: Kaldi's own endpoint rules are model-wide (read from ``conf/model.conf`` at load),
 so the model is loaded through a view of its directory with those rules pushed out of the way, and the
 decoder ends an utterance itself after ``trailing_silence_ms`` of silence following speech (an energy VAD,
-checked every 20 ms frame) or at ``max_utterance_ms``.
+checked every 20 ms frame) or at ``max_utterance_ms``. While nobody speaks, loud sound the VAD does not take
+for speech (hiss, hum) reaches Kaldi as silence: fed as it is, Kaldi made words of it ("식" from white noise)
+and lost the words spoken after it.
 
 Where the CPU goes (``bench/asr.py``; Korean small model): Kaldi itself is nearly all of it, and most of that
 on a new recognizer is vosk composing its lookahead decoding graph on the fly (0.15 CPU s per audio s fresh,
@@ -19,6 +21,7 @@ on a new recognizer is vosk composing its lookahead decoding graph on the fly (0
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import itertools
 import json
@@ -64,6 +67,7 @@ KALDI_RULES_OFF = (
 KALDI_RULES_OFF_KEYS = tuple(rule.split("=")[0] for rule in KALDI_RULES_OFF)
 MAX_SEGMENT_CHARS = 8
 MIN_SPEECH_MS = 100  # voiced audio an utterance needs before it can end at a pause or carry text
+PRE_ROLL_FRAMES = 10  # 20 ms frames held back while no speech is heard (see VoskDecoder._release)
 
 Mode = Literal["thread", "process"]
 
@@ -88,6 +92,12 @@ def load_model(path: str) -> Any:
         kept = [line for line in lines if not line.strip().startswith(KALDI_RULES_OFF_KEYS)]
         (view / "conf" / "model.conf").write_text("\n".join([*kept, *KALDI_RULES_OFF]) + "\n")
         return vosk.Model(str(view))
+
+
+def non_lexical(word: str) -> bool:
+    """A model's marker rather than a word: ``[unk]``, ``[noise]``, ``[laughter]``, or the Korean model's
+    numbered tokens such as ``[6]``, which it emitted for full-scale white noise."""
+    return len(word) >= 2 and word.startswith("[") and word.endswith("]")
 
 
 def grammar_words(model: Any, language: str, phrase: str) -> str:
@@ -177,6 +187,11 @@ class VoskDecoder:
         self.carry = b""  # less than a VAD frame, classified with the next call
         self.utterance_start = 0  # byte offset where the current utterance began
         self.onset: int | None = None  # byte offset of the first speech frame in it
+        self.classified = 0  # bytes the VAD has classified (given to Kaldi, unfed or held)
+        # While no speech is heard, frames wait here a pre-roll long before they go to Kaldi, so the
+        # first syllable of speech is never muted as noise (see _release); flag: loud but not speech.
+        self.held: collections.deque[tuple[bytes, bool]] = collections.deque()
+        self.heard_speech = False
         self.last_partial = ""
         self.finished = False
 
@@ -189,33 +204,58 @@ class VoskDecoder:
         whole = len(data) - len(data) % self.vad.frame_bytes
         self.carry = data[whole:]
         results: list[RecognitionResult] = []
-        endpoint = self.spec.endpoint
         for offset in range(0, whole, self.vad.frame_bytes):
             frame = data[offset : offset + self.vad.frame_bytes]
             (voiced,) = self.vad.push(frame)
             if voiced and self.onset is None:
-                self.onset = self.fed + len(self.unfed)
-            self.unfed += frame
-            length_ms = (self.fed + len(self.unfed) - self.utterance_start) * 1000 // BYTES_PER_SECOND
+                self.onset = self.classified
+            self.classified += len(frame)
             heard_speech = self.vad.speech_ms >= MIN_SPEECH_MS
-            if (
-                heard_speech and self.vad.trailing_silence_ms >= endpoint.trailing_silence_ms
-            ) or length_ms >= endpoint.max_utterance_ms:
-                self._feed()
-                self._end_utterance(results)
-            elif len(self.unfed) >= PIECE_BYTES:
-                if self._feed():  # Kaldi's own endpoint (five seconds of nothing but silence)
-                    self._end_utterance(results)
-                else:
-                    self._partial(results, heard_speech)
+            if self.heard_speech and not heard_speech:
+                self._abandon_utterance()  # the VAD took its speech back: a steady hum or tone
+            self.heard_speech = heard_speech
+            self.held.append((frame, not voiced and self.vad.level_dbfs > self.vad.min_level_dbfs))
+            while self.held and (heard_speech or len(self.held) > PRE_ROLL_FRAMES):
+                self._admit(self._release(), results)
         return results
 
     def finish(self) -> list[RecognitionResult]:
+        while self.held:
+            self.unfed += self._release()
         self.unfed += self.carry
         self.carry = b""
         self._feed()
         self.finished = True
         return [self._final(self.recognizer.FinalResult())]
+
+    def _release(self) -> bytes:
+        """The oldest held frame as Kaldi gets it: loud sound that is not speech, heard while no speech is,
+        goes in as silence. Kaldi turns hiss and hum into words, and a long stretch of it before the
+        caller speaks skews its feature normalisation so badly that the words after it are lost too."""
+        frame, noise = self.held.popleft()
+        return bytes(len(frame)) if noise and not self.heard_speech else frame
+
+    def _admit(self, frame: bytes, results: list[RecognitionResult]) -> None:
+        self.unfed += frame
+        endpoint = self.spec.endpoint
+        length_ms = (self.fed + len(self.unfed) - self.utterance_start) * 1000 // BYTES_PER_SECOND
+        if (
+            self.heard_speech and self.vad.trailing_silence_ms >= endpoint.trailing_silence_ms
+        ) or length_ms >= endpoint.max_utterance_ms:
+            self._feed()
+            self._end_utterance(results)
+        elif len(self.unfed) >= PIECE_BYTES:
+            if self._feed():  # Kaldi's own endpoint (five seconds of nothing but silence)
+                self._end_utterance(results)
+            else:
+                self._partial(results, self.heard_speech)
+
+    def _abandon_utterance(self) -> None:
+        self._feed()
+        self.recognizer.FinalResult()
+        self.utterance_start = self.fed
+        self.onset = None
+        self.last_partial = ""
 
     def close(self) -> None:
         """Return the recognizer to the worker's pool (first ending its audio if the stream was abandoned)."""
@@ -259,7 +299,7 @@ class VoskDecoder:
             results.append(final)
 
     def _clean(self, text: str) -> str:
-        return tidy(" ".join(word for word in text.split() if word != UNKNOWN), self.spec.language)
+        return tidy(" ".join(word for word in text.split() if not non_lexical(word)), self.spec.language)
 
     def _word(self, item: dict[str, Any]) -> Word:
         # Times in the stream's own seconds, at vosk's 10 ms frame resolution.
@@ -293,7 +333,9 @@ class VoskDecoder:
         menu_confidence: float | None = None
         if "alternatives" in parsed:
             parsed, menu_confidence = self._menu_choice(parsed["alternatives"])
-        words = tuple(self._word(item) for item in parsed.get("result", []) if item.get("word") != UNKNOWN)
+        words = tuple(
+            self._word(item) for item in parsed.get("result", []) if not non_lexical(item.get("word", ""))
+        )
         text = self._clean(parsed.get("text", ""))
         if self.vad.speech_ms < MIN_SPEECH_MS:
             # Kaldi makes up short words from line noise; an utterance the VAD heard no speech in is empty.
@@ -319,6 +361,7 @@ class VoskDecoder:
         self.onset = None
         self.last_partial = ""
         self.vad.reset_utterance()
+        self.heard_speech = False
         return result
 
 

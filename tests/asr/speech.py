@@ -33,13 +33,24 @@ def white_noise(seconds: float, level: float = 0.3, seed: int = 7) -> bytes:
     return samples.astype("<i2").tobytes()
 
 
+def hum(seconds: float, level: float = 0.3) -> bytes:
+    """Mains hum: 50 Hz and its harmonics, steady — loud and not flat, but never speech."""
+    time = np.arange(int(seconds * 16_000)) / 16_000
+    samples = sum(np.sin(2 * np.pi * 50 * harmonic * time) / harmonic for harmonic in range(1, 8))
+    return (samples * level / np.max(np.abs(samples)) * 32767).astype("<i2").tobytes()
+
+
 def babble(seconds: float, level: float = 0.25, seed: int = 3) -> bytes:
-    """Speech-like energy for the fake engine: noise bursts at a syllable rate (4 Hz), no words."""
+    """Speech-like sound for the fake engine, no words: a voiced buzz (harmonics of a pitch wandering
+    around 140 Hz) at a syllable rate (4 Hz) over a faint hiss. Not plain noise, which the VAD ignores."""
     rng = np.random.default_rng(seed)
-    n = int(seconds * 16_000)
-    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * np.arange(n) / 16_000)
-    samples = rng.uniform(-level, level, n) * envelope * 32767
-    return samples.astype("<i2").tobytes()
+    time = np.arange(int(seconds * 16_000)) / 16_000
+    pitch = 140 + 20 * np.sin(2 * np.pi * 0.7 * time)
+    phase = 2 * np.pi * np.cumsum(pitch) / 16_000
+    buzz = sum(np.sin(harmonic * phase) / harmonic for harmonic in range(1, 20))
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * time)
+    samples = level * envelope * buzz / np.max(np.abs(buzz)) + rng.normal(0, 0.002, time.size)
+    return (samples * 32767).astype("<i2").tobytes()
 
 
 def pinyin(text: str) -> str:
