@@ -126,6 +126,7 @@ class Acd:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
+        agents.on_offer_dropped(self._offer_dropped)
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -415,13 +416,33 @@ class Acd:
             raise Conflict("this offer is no longer yours", code="offer_gone")
         await self._release_agent(user.id, contact.id, "declined", notify=False)
         if not contact.offered_to:
-            back = await self.store.update_contact(
-                {"_id": oid, "status": ContactStatus.offered.value, "offered_to": {"$size": 0}},
-                {"$set": {"status": ContactStatus.waiting.value, "offer_expires_at": None}},
-            )
-            contact = back or contact
+            contact = await self._back_to_waiting(contact)
         self.wake()
         return contact
+
+    async def _offer_dropped(self, agent_id: str, contact_id: str, reason: str) -> None:
+        """The agent went offline or on a break with this offer ringing (their own offer is released):
+        the contact goes to the next agent now; they did not decline it."""
+        contact = await self.store.update_contact(
+            {"_id": contact_oid(contact_id), "status": ContactStatus.offered.value, "offered_to": agent_id},
+            {"$pull": {"offered_to": agent_id}},
+        )
+        if contact is not None and not contact.offered_to:
+            await self._back_to_waiting(contact)
+        await self.notifier.offer_withdrawn(agent_id, contact_id, reason)
+        self.wake()
+
+    async def _back_to_waiting(self, contact: Contact) -> Contact:
+        """An offered contact nobody is offered any more waits to be routed again."""
+        back = await self.store.update_contact(
+            {
+                "_id": contact_oid(contact.id),
+                "status": ContactStatus.offered.value,
+                "offered_to": {"$size": 0},
+            },
+            {"$set": {"status": ContactStatus.waiting.value, "offer_expires_at": None}},
+        )
+        return back or contact
 
     async def expire_offers(self) -> None:
         """Offers nobody answered: the agents go not-ready, the contact goes back to be routed again."""

@@ -4,6 +4,7 @@ state is appended to ``agent_state_history`` for reports."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from agent_desktop.models import Agent, AgentSkills, Presence, StateChange
@@ -20,10 +21,20 @@ class AgentListener(Protocol):
         """Called after an agent's state changed (for the wallboard)."""
 
 
+OfferDropped = Callable[[str, str, str], Awaitable[None]]  # (agent id, contact id, reason)
+
+
 class AgentService:
     def __init__(self, store: AcdStore, listener: AgentListener) -> None:
         self.store = store
         self.listener = listener
+        self._offer_dropped: list[OfferDropped] = []
+
+    def on_offer_dropped(self, listener: OfferDropped) -> Callable[[], None]:
+        """Call ``listener`` when an agent leaves (offline, break) with an offer ringing: the contact must
+        go to someone else now, not when the offer times out. Returns the unsubscribe."""
+        self._offer_dropped.append(listener)
+        return lambda: self._offer_dropped.remove(listener)
 
     async def ensure(self, user: User) -> Agent:
         return await self.store.ensure_agent(user.id, user.username, user.display_name)
@@ -32,7 +43,8 @@ class AgentService:
         return await self.ensure(user)
 
     async def set_state(self, user: User, change: StateChange) -> Agent:
-        """Available, break (with ``reason``) or offline. Going offline with a call or chats is refused."""
+        """Available, break (with ``reason``) or offline. Going offline with a call or chats is refused.
+        Leaving availability gives up the offer ringing for the agent (its contact goes to the next one)."""
         current = await self.ensure(user)
         if change.state == "offline" and (current.call or current.chats):
             raise Conflict("finish your call and chats before going offline", code="agent_busy")
@@ -47,6 +59,16 @@ class AgentService:
             update["idle_since"] = now
         doc = await self.store.update_agent({"_id": user.id}, {"$set": update})
         assert doc is not None
+        offer = doc.get("offer")
+        if change.state != "available" and offer is not None:
+            # No new offer can reach them now (offers need ``available``): release the one ringing.
+            released = await self.store.update_agent(
+                {"_id": user.id, "offer": offer}, {"$set": {"offer": None}}
+            )
+            if released is not None:
+                doc = released
+                for listener in list(self._offer_dropped):
+                    await listener(user.id, offer, f"agent_{change.state}")
         agent = agent_from_doc(doc)
         await self.listener.agent_changed(agent)
         return agent

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import DESKTOP, Desktop
@@ -60,3 +61,32 @@ async def test_a_call_declined_in_one_queue_may_be_offered_to_the_same_agent_aft
     again = await desk.next("offer", within=5)
     assert again["contact"]["id"] == contact_id and again["contact"]["queue"] == "escalations"
     assert again["contact"]["declined_by"] == []
+
+
+@pytest.mark.parametrize("leaves_to", ["offline", "break"])
+async def test_an_agent_who_leaves_while_an_offer_rings_gives_it_to_the_next_agent_at_once(
+    server: TestServer, connect: Connect, leaves_to: str
+) -> None:
+    desktop: Desktop = server.app[DESKTOP]
+    await make_queue(server, offer_timeout_seconds=30.0)
+    leaving, leaving_token = await make_agent(server, "leaving", {"after_sales": 1})
+    staying, staying_token = await make_agent(server, "staying", {"after_sales": 1})
+    leaving_desk = await connect(server, leaving_token)
+    staying_desk = await connect(server, staying_token)
+    _, call_id = await caller_with_history(server)
+
+    await desktop.gateway.enqueue(queue_request(call_id))
+    contact_id = (await leaving_desk.next("offer"))["contact"]["id"]
+    reply = await leaving_desk.call("state", {"state": leaves_to, "reason": "lunch"})
+    assert reply["ok"]["presence"] == leaves_to and reply["ok"]["offer"] is None
+
+    withdrawn = await leaving_desk.next("offer.withdrawn")
+    assert withdrawn == {"contact_id": contact_id, "reason": f"agent_{leaves_to}"}
+    # long before the 30 s offer timeout
+    assert (await staying_desk.next("offer", within=3))["contact"]["id"] == contact_id
+    assert (await leaving_desk.call("accept", {"contact_id": contact_id}))["error"]["code"] == "offer_gone"
+    agent = await desktop.store.agent(leaving.id)
+    assert (agent.presence.value, agent.offer) == (leaves_to, None)
+    assert agent.reason == ("lunch" if leaves_to == "break" else None)  # not missed_offer
+    contact = await desktop.store.contact(contact_id)
+    assert contact.declined_by == [] and contact.offered_to == [staying.id]
