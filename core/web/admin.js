@@ -1,5 +1,5 @@
 // The Huiliu admin page: login, customer search, one customer's unified timeline, and (supervisors and
-// admins) the phone lines with their office-hours overrides.
+// admins) the phone lines with their office-hours overrides; (admins) the development SMS inbox.
 //
 // Everything the server sends is data, never markup: the DOM is built with createElement/textContent (the `h`
 // helper below), so a customer called `<img onerror=…>` or a message `<script>…</script>` shows as text.
@@ -27,6 +27,7 @@ const SEARCH_DELAY_MS = 250;
 const CHANNELS = ["voice", "webchat", "wechat", "sms", "email", "internal"];
 const OVERRIDE_MINUTES = [30, 60, 120, 240, 480, 1440];
 const LINE_ROLES = new Set(["supervisor", "admin"]);
+const SMS_REFRESH_MS = 5000;
 
 let screen = null;
 
@@ -60,6 +61,9 @@ function renderChrome() {
   byId("nav-lines").textContent = t("nav.lines");
   byId("nav-lines").hidden = !canManageLines();
   byId("nav-lines").classList.toggle("active", screen instanceof LinesScreen);
+  byId("nav-sms").textContent = t("nav.sms");
+  byId("nav-sms").hidden = !isAdmin();
+  byId("nav-sms").classList.toggle("active", screen instanceof SmsScreen);
   const switcher = byId("lang-switch");
   switcher.setAttribute("aria-label", t("lang.switch"));
   for (const button of switcher.querySelectorAll("button[data-lang]")) {
@@ -103,6 +107,9 @@ function parseRoute() {
     return null; // a hand-edited hash with a broken %-escape: back to the list
   }
   if (parts[0] === "lines" && parts.length === 1 && canManageLines()) return { name: "lines" };
+  if (parts[0] === "sms" && parts.length === 1 && isAdmin()) {
+    return { name: "sms", to: new URLSearchParams(search).get("to") || "" };
+  }
   if (parts[0] === "customers" && parts.length === 2) return { name: "customer", id: parts[1] };
   if (parts[0] === "customers" && parts.length === 1) {
     return { name: "customers", q: new URLSearchParams(search).get("q") || "" };
@@ -122,11 +129,16 @@ function route() {
   }
   errorBar.clear();
   if (target.name === "lines") show(new LinesScreen());
+  else if (target.name === "sms") show(new SmsScreen(target.to));
   else show(target.name === "customer" ? new CustomerScreen(target.id) : new CustomersScreen(target.q));
 }
 
 function canManageLines() {
   return LINE_ROLES.has(session.user?.role);
+}
+
+function isAdmin() {
+  return session.user?.role === "admin";
 }
 
 function customerHref(id) {
@@ -436,6 +448,112 @@ class LinesScreen {
     }
     this.busy = null;
     if (this.alive) await this.load();
+  }
+}
+
+/** What the development SMS provider "sent" (GET /api/sms/sink), newest first, refreshed while shown. */
+class SmsScreen {
+  constructor(to) {
+    this.to = to;
+    this.entries = [];
+    this.loaded = false;
+    this.alive = true;
+    this.timer = null;
+  }
+
+  mount(root) {
+    this.root = root;
+    this.render();
+    this.load();
+  }
+
+  destroy() {
+    this.alive = false;
+    clearTimeout(this.timer);
+  }
+
+  render() {
+    const input = h("input", {
+      id: "sms-to",
+      type: "tel",
+      value: this.to,
+      placeholder: t("sms.filterPlaceholder"),
+    });
+    const filter = h(
+      "form",
+      {
+        class: "toolbar-form",
+        id: "sms-filter",
+        onsubmit: (event) => {
+          event.preventDefault();
+          const to = input.value.trim();
+          window.location.hash = to ? `#/sms?to=${encodeURIComponent(to)}` : "#/sms";
+        },
+      },
+      h("label", { class: "field-inline", for: "sms-to" }, h("span", { class: "field-label" }, t("sms.filter"))),
+      input,
+      h("button", { type: "submit", class: "button" }, t("sms.apply")),
+      this.to ? h("a", { class: "button button-quiet", href: "#/sms" }, t("sms.all")) : null,
+    );
+    this.results = h("div", { class: "panel", id: "sms" });
+    fill(
+      this.root,
+      h(
+        "section",
+        { class: "page" },
+        h("div", { class: "toolbar" }, h("h1", { class: "page-title" }, t("sms.heading")), filter),
+        h("p", { class: "muted sms-intro" }, t("sms.intro")),
+        this.results,
+      ),
+    );
+    this.renderEntries();
+  }
+
+  renderEntries() {
+    if (!this.loaded) {
+      fill(this.results, loadingRow(t("sms.loading")));
+      return;
+    }
+    if (this.entries.length === 0) {
+      fill(this.results, h("p", { class: "empty", id: "sms-empty" }, t("sms.empty")));
+      return;
+    }
+    const head = h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        ["at", "to", "text", "sender"].map((column) => h("th", {}, t(`sms.col.${column}`))),
+      ),
+    );
+    const rows = this.entries.map((entry) =>
+      h(
+        "tr",
+        { class: "sms-row", dataset: { id: entry.id } },
+        h("td", {}, timeElement(entry.at, true)),
+        h("td", { class: "sms-to" }, entry.to),
+        h("td", { class: "sms-text" }, entry.text),
+        h("td", { class: "muted" }, entry.sender),
+      ),
+    );
+    fill(this.results, h("table", { class: "grid", id: "sms-table" }, head, h("tbody", {}, rows)));
+  }
+
+  async load() {
+    try {
+      const query = this.to ? { limit: 100, to: this.to } : { limit: 100 };
+      const entries = await api("GET", "/api/sms/sink", { query });
+      if (!this.alive) return;
+      this.entries = entries;
+      errorBar.clear();
+    } catch (error) {
+      if (!this.alive) return;
+      errorBar.show(error);
+    }
+    this.loaded = true;
+    this.renderEntries();
+    this.timer = setTimeout(() => this.load(), SMS_REFRESH_MS);
   }
 }
 

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, expect
 
+from omnichannel.channels import CHANNELS
 from tests.conftest import ApiClient
 
 pytestmark = pytest.mark.browser
@@ -348,4 +350,40 @@ async def test_agents_have_no_phone_lines_page(page: Page, admin: ApiClient) -> 
     await log_in(page, "agent1", "agent1-demo")
     await expect(page.locator("#customers-table, #customers-empty")).to_have_count(1)
     await expect(page.locator("#nav-lines")).to_be_hidden()
+    await expect(page).to_have_url(re.compile(r"/admin#/customers$"))
+
+
+async def test_an_admin_reads_the_development_sms_inbox_and_filters_it_by_number(
+    page: Page, admin: ApiClient, server: TestServer
+) -> None:
+    sms = server.app[CHANNELS].sms
+    for to, text in (("13800138000", "您的服务单 T0001 已受理"), ("13900139000", "<b>验证码</b> 123456")):
+        status, body, _ = await admin.request(
+            "POST", "/api/sms/messages", json={"to": to, "text": text, "transactional": True}
+        )
+        assert status == 202, body
+        assert await sms.deliver(body["id"]) is None  # what the Celery task does (no worker runs here)
+    await page.goto("/admin")
+    await log_in(page, "admin", "admin-demo")
+    await page.click("#nav-sms")
+
+    rows = page.locator("#sms-table .sms-row")
+    await expect(rows).to_have_count(2)
+    await expect(rows.first.locator(".sms-text")).to_have_text("<b>验证码</b> 123456")  # text, not markup
+    await expect(page.locator("#sms-table b")).to_have_count(0)
+    await page.screenshot(path=SCREENSHOTS / "admin-sms.png", full_page=True)
+
+    await page.fill("#sms-to", "13800138000")
+    await page.click('#sms-filter button[type="submit"]')
+    await expect(rows).to_have_count(1)
+    await expect(rows.first.locator(".sms-text")).to_have_text("您的服务单 T0001 已受理")
+    await expect(rows.first.locator(".sms-to")).to_have_text("+8613800138000")
+    await expect(page).to_have_url(re.compile(r"#/sms\?to=13800138000$"))
+
+
+async def test_only_admins_have_the_sms_inbox(page: Page, admin: ApiClient) -> None:
+    await page.goto("/admin#/sms")
+    await log_in(page, "supervisor", "supervisor-demo")
+    await expect(page.locator("#nav-lines")).to_be_visible()
+    await expect(page.locator("#nav-sms")).to_be_hidden()
     await expect(page).to_have_url(re.compile(r"/admin#/customers$"))
