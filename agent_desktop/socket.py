@@ -20,6 +20,9 @@ said in a chat the agent serves), ``transcript`` (``transcript.final`` of the ag
 ``wrap_up``, ``resume`` (after a reconnect: the agent's state, the offer still open for them with its
 screen-pop, and the contacts they are serving). Supervisor events: ``wallboard``, ``agent.state``,
 ``queue.contact``, ``alert``, ``alert.cleared``; commands: ``wallboard``, ``alerts``, ``force_state``.
+
+Any bad event on either namespace (unknown, more than one argument, malformed, refused) is answered with
+the event ``error`` ``{code, message, event}``, and with the ack ``{"error": …}`` when one was asked for.
 """
 
 from __future__ import annotations
@@ -400,16 +403,77 @@ async def socket_ack(action: Callable[[], Awaitable[BaseModel]]) -> dict[str, An
     try:
         result = await action()
     except ValidationError as exc:
-        return {"error": {"code": "validation_failed", "detail": str(exc.errors(include_url=False))}}
+        return _problem("validation_failed", str(exc.errors(include_url=False)))
     except HuiliuError as exc:
-        return {"error": {"code": exc.code, "detail": exc.detail}}
+        return _problem(exc.code, exc.detail)
     return {"ok": result.model_dump(mode="json")}
 
 
-class _AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    def __init__(self, sockets: DesktopSockets) -> None:
-        super().__init__(AGENT_NS)
+def _problem(code: str, detail: str) -> dict[str, Any]:
+    return {"error": {"code": code, "detail": detail}}
+
+
+class _DesktopNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """What ``/agent`` and ``/supervisor`` share: the user in the session, and commands that always answer.
+
+    A command is an ``on_<event>(sid, data)`` coroutine returning its ack. A bad event — unknown, with more
+    than one argument, malformed data, refused, or failing — gets the ``error`` event ``{code, message,
+    event}`` (whether or not the client asked for an ack) and, when it asked, the ack ``{"error": {code,
+    detail}}``; the connection stays."""
+
+    def __init__(self, namespace: str, sockets: DesktopSockets) -> None:
+        super().__init__(namespace)
         self.sockets = sockets
+
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
+        if event == "disconnect":
+            return None  # nothing to clean up: rooms and sessions go with the socket
+        if (
+            event == "connect"
+            and len(args) == 3
+            and args[1] is self.server.get_environ(args[0], self.namespace)
+        ):
+            return await super().trigger_event(event, *args)  # the handshake, not a client's "connect" event
+        sid, data = args[0], args[1:]
+        command = self._command(event)
+        if command is None:
+            known = ", ".join(
+                name[3:] for name in dir(self) if name.startswith("on_") and self._command(name[3:])
+            )
+            reply = _problem(
+                "unknown_event", f"{str(event)[:64]!r} is not an event of {self.namespace}: {known}"
+            )
+        elif len(data) > 1:
+            reply = _problem(
+                "too_many_arguments", f"send one object with {event!r}, not {len(data)} arguments"
+            )
+        else:
+            try:
+                reply = await command(sid, data[0] if data else None)
+            except Exception as exc:  # a bug or an outage: the client hears about it, the socket stays
+                log.exception("socket.command_failed", event=event, namespace=self.namespace, error=repr(exc))
+                reply = _problem("internal_error", "the command failed; try again")
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if error is not None:
+            message = {"code": error["code"], "message": error["detail"], "event": str(event)[:64]}
+            await self.emit("error", message, to=sid, ignore_queue=True)
+        return reply
+
+    def _command(self, event: Any) -> Callable[[str, Any], Awaitable[dict[str, Any]]] | None:
+        if not isinstance(event, str) or not event.isidentifier() or event in ("connect", "disconnect"):
+            return None
+        command: Callable[[str, Any], Awaitable[dict[str, Any]]] | None = getattr(self, f"on_{event}", None)
+        return command
+
+    async def _user(self, sid: str) -> User:
+        session = await self.get_session(sid)
+        user: User = session["user"]
+        return user
+
+
+class _AgentNamespace(_DesktopNamespace):
+    def __init__(self, sockets: DesktopSockets) -> None:
+        super().__init__(AGENT_NS, sockets)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         user = await self.sockets.authenticate(auth, Role.agent)
@@ -419,11 +483,6 @@ class _AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         for queue_id in await self.sockets.acd.queues_of(user.id):
             await self.enter_room(sid, queue_room(queue_id))
             self.sockets.resend_queue_stats(queue_id)
-
-    async def _user(self, sid: str) -> User:
-        session = await self.get_session(sid)
-        user: User = session["user"]
-        return user
 
     async def on_state(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
@@ -459,21 +518,15 @@ class _AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await socket_ack(wrap)
 
 
-class _SupervisorNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+class _SupervisorNamespace(_DesktopNamespace):
     def __init__(self, sockets: DesktopSockets) -> None:
-        super().__init__(SUPERVISOR_NS)
-        self.sockets = sockets
+        super().__init__(SUPERVISOR_NS, sockets)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         user = await self.sockets.authenticate(auth, Role.supervisor)
         await self.save_session(sid, {"user": user})
         await self.enter_room(sid, SUPERVISORS_ROOM)
         self.sockets.refresh_wallboard()
-
-    async def _user(self, sid: str) -> User:
-        session = await self.get_session(sid)
-        user: User = session["user"]
-        return user
 
     async def on_wallboard(self, sid: str, data: Any = None) -> dict[str, Any]:
         return await socket_ack(self.sockets.desktop.wallboard.snapshot)

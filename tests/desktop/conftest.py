@@ -39,6 +39,7 @@ class AgentSocket:
             "wallboard",
             "alert",
             "alert.cleared",
+            "error",
         ):
             queue: asyncio.Queue[Any] = asyncio.Queue()
             self.events[name] = queue
