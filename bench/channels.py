@@ -1,16 +1,22 @@
-"""Web-chat benchmark: a visitor's message → the unified timeline → the serving agent's socket.
+"""Channels benchmark: a customer's message → the unified timeline → the serving agent's socket, per channel.
 
-    .venv/bin/python bench/channels.py                       # 10 visitors, 30 messages each, 20 msg/s
+    .venv/bin/python bench/channels.py                  # web chat: 10 visitors, 30 messages each, 20 msg/s
+    .venv/bin/python bench/channels.py --channel wechat # signed WeChat callbacks (safe mode, AES)
+    .venv/bin/python bench/channels.py --channel sms    # signed SMS gateway webhooks
+    .venv/bin/python bench/channels.py --channel all    # the three, one after the other
     .venv/bin/python bench/channels.py --visitors 20 --messages 50 --rate 50
 
 It starts the embedded MongoDB and redis-server on free loopback ports and the real web application in a
 child process (``huiliu web``, one node), logs in the demo agent ``agent1`` (chat capacity raised to the
-number of visitors), then opens ``--visitors`` real Socket.IO visitors on ``/visitor``. Each asks for a
-person ("转人工"): the bot hands off, the agent accepts every offer over REST. Then the visitors send
+number of customers), then brings ``--visitors`` customers on the channel: real Socket.IO visitors on
+``/visitor`` for web chat; for WeChat, callbacks signed and AES-encrypted the way the platform sends them; for
+SMS, webhooks signed the way the gateway signs them (HMAC-SHA256 over ``<timestamp>.<body>``). Each asks for
+a person ("转人工"): the bot hands off, the agent accepts every offer over REST. Then the customers send
 ``--messages`` messages each, paced to ``--rate`` per second in total. For every message it measures
 
-* stored: the visitor's ``message`` emit → its acknowledgement (the event is in MongoDB), and
-* at agent: the emit → the agent's ``chat.message`` (timeline append → Redis bus → the desktop's relay);
+* stored: the send → the channel's answer (web chat: the emit's acknowledgement; WeChat and SMS: the
+  webhook's HTTP 200, the event is in MongoDB), and
+* at agent: the send → the agent's ``chat.message`` (timeline append → Redis bus → the desktop's relay);
 
 the sustained rate is messages acknowledged per second of sending. A phase without pacing (``--burst``
 messages per visitor, all at once) gives the throughput ceiling. Progress goes to stderr; stdout gets the
@@ -21,7 +27,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -35,11 +43,23 @@ from typing import Any
 
 import aiohttp
 import socketio
+from wechatpy.crypto import WeChatCrypto
+
+import bench as _bench  # noqa: F401  (first: run as a script, it unshadows the tickets package)
+
+# isort: split
 
 from core.embedded import free_port, start_mongo, start_redis
+from omnichannel.channels.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 P95_TARGET_MS = 100.0
 REPO = Path(__file__).resolve().parent.parent
+CHANNELS = ("webchat", "wechat", "sms")
+SMS_SECRET = "bench-gateway-secret"
+WECHAT_TOKEN = "bench-wechat-token"
+WECHAT_APP_ID = "wx0123456789abcdef"
+WECHAT_AES_KEY = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"
+SERVICE_ACCOUNT = "gh_huiliu_bench"
 
 
 def log(message: str) -> None:
@@ -61,8 +81,8 @@ class Bench:
         self.expected = 0
 
     async def on_chat(self, data: dict[str, Any]) -> None:
-        client_id = data.get("body", {}).get("client_id")
-        started = self.sent_at.pop(client_id, None) if isinstance(client_id, str) else None
+        text = data.get("body", {}).get("text")
+        started = self.sent_at.pop(text, None) if isinstance(text, str) else None
         if started is not None:
             self.at_agent_ms.append((time.perf_counter() - started) * 1000)
             if len(self.at_agent_ms) >= self.expected:
@@ -72,6 +92,115 @@ class Bench:
         self.offers.put_nowait(data)
 
 
+class Customer:
+    """One customer writing on one channel: ``say`` returns once the channel has accepted the message."""
+
+    async def say(self, text: str) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        return None
+
+
+class Visitor(Customer):
+    def __init__(self, socket: socketio.AsyncClient) -> None:
+        self.socket = socket
+
+    async def say(self, text: str) -> None:
+        ack = await self.socket.call(
+            "message", {"client_id": uuid.uuid4().hex, "text": text}, namespace="/visitor"
+        )
+        assert "ok" in ack, ack
+
+    async def close(self) -> None:
+        await self.socket.disconnect()
+
+
+class WeChatFollower(Customer):
+    """Messages posted as the WeChat platform posts them in safe mode: encrypted, signed over the
+    ciphertext."""
+
+    crypto = WeChatCrypto(WECHAT_TOKEN, WECHAT_AES_KEY, WECHAT_APP_ID)
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+        self.openid = f"o-bench-{uuid.uuid4().hex[:20]}"
+
+    async def say(self, text: str) -> None:
+        timestamp, nonce = str(int(time.time())), uuid.uuid4().hex[:10]
+        xml = (
+            f"<xml><ToUserName><![CDATA[{SERVICE_ACCOUNT}]]></ToUserName>"
+            f"<FromUserName><![CDATA[{self.openid}]]></FromUserName><CreateTime>{timestamp}</CreateTime>"
+            f"<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content>"
+            f"<MsgId>{uuid.uuid4().int % 10**18}</MsgId></xml>"
+        )
+        envelope = self.crypto.encrypt_message(xml, nonce, timestamp)
+        encrypted = envelope.split("<Encrypt><![CDATA[")[1].split("]]></Encrypt>")[0]
+        body = (
+            f"<xml><ToUserName><![CDATA[{SERVICE_ACCOUNT}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+        )
+        query = {
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "signature": _sha1(WECHAT_TOKEN, timestamp, nonce),
+            "encrypt_type": "aes",
+            "msg_signature": _sha1(WECHAT_TOKEN, timestamp, nonce, encrypted),
+        }
+        async with self.session.post(
+            f"{self.url}/api/wechat/callback",
+            params=query,
+            data=body.encode(),
+            headers={"Content-Type": "text/xml"},
+        ) as response:
+            assert response.status == 200, await response.text()
+
+
+class Texter(Customer):
+    """Messages the SMS gateway forwards to the inbound webhook, signed as it signs them."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, number: int) -> None:
+        self.session = session
+        self.url = url
+        self.phone = f"+86139{number:08d}"
+
+    async def say(self, text: str) -> None:
+        raw = json.dumps(
+            {"id": uuid.uuid4().hex, "from": self.phone, "text": text}, ensure_ascii=False
+        ).encode()
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(SMS_SECRET, timestamp, raw),
+        }
+        async with self.session.post(f"{self.url}/api/sms/inbound", data=raw, headers=headers) as response:
+            assert response.status == 200, await response.text()
+
+
+def _sha1(*parts: str) -> str:
+    return hashlib.sha1("".join(sorted(parts)).encode()).hexdigest()
+
+
+async def customer(channel: str, session: aiohttp.ClientSession, url: str, number: int) -> Customer:
+    if channel == "wechat":
+        return WeChatFollower(session, url)
+    if channel == "sms":
+        return Texter(session, url, number)
+    async with session.post(f"{url}/api/webchat/visitors") as response:
+        token = (await response.json())["token"]
+    socket = socketio.AsyncClient(reconnection=False)
+    await socket.connect(
+        url,
+        namespaces=["/visitor"],
+        socketio_path="chat/socket.io",
+        auth={"token": token, "language": "zh"},
+        transports=["websocket"],
+    )
+    return Visitor(socket)
+
+
 async def login(session: aiohttp.ClientSession, url: str, username: str, password: str) -> tuple[str, str]:
     async with session.post(f"{url}/api/auth/login", json={"username": username, "password": password}) as r:
         body = await r.json()
@@ -79,11 +208,13 @@ async def login(session: aiohttp.ClientSession, url: str, username: str, passwor
 
 
 async def run(args: argparse.Namespace) -> None:
+    channels = CHANNELS if args.channel == "all" else (args.channel,)
     root = Path(tempfile.mkdtemp(prefix="huiliu-bench-channels-"))
     mongo = start_mongo(root / "mongo", free_port(), root / "mongo.log")
     redis = start_redis(root / "redis", free_port(), root / "redis.log")
     server: asyncio.subprocess.Process | None = None
     clients: list[socketio.AsyncClient] = []
+    customers: list[Customer] = []
     try:
         port = free_port()
         server = await asyncio.create_subprocess_exec(
@@ -100,6 +231,11 @@ async def run(args: argparse.Namespace) -> None:
                 "HUILIU_LOG_LEVEL": "WARNING",
                 "HUILIU_SECRET_KEY": "bench-secret-key-not-for-production",
                 "HUILIU_WEBCHAT_VISITORS_PER_MINUTE": "10000",
+                "HUILIU_SMS_WEBHOOK_SECRET": SMS_SECRET,
+                "HUILIU_SMS_DELIVERY": "inline",  # the bot's SMS answers go to the dev sink, no Celery here
+                "HUILIU_WECHAT_TOKEN": WECHAT_TOKEN,
+                "HUILIU_WECHAT_APP_ID": WECHAT_APP_ID,
+                "HUILIU_WECHAT_ENCODING_AES_KEY": WECHAT_AES_KEY,
             },
             cwd=REPO,
             stdout=asyncio.subprocess.DEVNULL,
@@ -118,7 +254,10 @@ async def run(args: argparse.Namespace) -> None:
             await agent.connect(
                 url, namespaces=["/agent"], auth={"token": agent_token}, transports=["websocket"]
             )
-            skills = {"skills": {"webchat": 1, "lang_zh": 1}, "max_chats": min(20, args.visitors)}
+            skills = {
+                "skills": {**dict.fromkeys(CHANNELS, 1), "lang_zh": 1},
+                "max_chats": min(20, args.visitors),
+            }
             async with session.put(
                 f"{url}/api/desktop/agents/{agent_id}/skills",
                 json=skills,
@@ -129,73 +268,16 @@ async def run(args: argparse.Namespace) -> None:
                 f"{url}/api/desktop/me/state", json={"state": "available"}, headers=auth
             ) as r:
                 assert r.status == 200, await r.text()
-
-            visitors: list[socketio.AsyncClient] = []
-            for _ in range(args.visitors):
-                async with session.post(f"{url}/api/webchat/visitors") as response:
-                    token = (await response.json())["token"]
-                visitor = socketio.AsyncClient(reconnection=False)
-                await visitor.connect(
-                    url,
-                    namespaces=["/visitor"],
-                    socketio_path="chat/socket.io",
-                    auth={"token": token, "language": "zh"},
-                    transports=["websocket"],
-                )
-                clients.append(visitor)
-                visitors.append(visitor)
-                await visitor.call(
-                    "message", {"client_id": uuid.uuid4().hex, "text": "转人工"}, namespace="/visitor"
-                )
-                pop = await asyncio.wait_for(bench.offers.get(), 30)
-                async with session.post(
-                    f"{url}/api/desktop/offers/{pop['contact']['id']}/accept", headers=auth
-                ) as response:
-                    assert response.status == 200, await response.text()
-            log(f"{len(visitors)} visitors handed off and accepted by agent1")
-
-            stored_ms: list[float] = []
-
-            async def send(visitor: socketio.AsyncClient, number: int) -> None:
-                client_id = uuid.uuid4().hex
-                started = time.perf_counter()
-                bench.sent_at[client_id] = started
-                ack = await visitor.call(
-                    "message", {"client_id": client_id, "text": f"第 {number} 条消息"}, namespace="/visitor"
-                )
-                assert "ok" in ack, ack
-                stored_ms.append((time.perf_counter() - started) * 1000)
-
-            total = args.visitors * args.messages
-            bench.expected = total
-            started = time.perf_counter()
-            sends = []
-            for number in range(total):
-                sends.append(asyncio.create_task(send(visitors[number % len(visitors)], number)))
-                await asyncio.sleep(max(0.0, started + (number + 1) / args.rate - time.perf_counter()))
-            await asyncio.gather(*sends)
-            paced_s = time.perf_counter() - started
-            try:
-                await asyncio.wait_for(bench.arrived.wait(), 30)
-            except TimeoutError:
-                log(f"only {len(bench.at_agent_ms)} of {total} reached the agent within 30 s")
-            paced_at_agent = list(bench.at_agent_ms)
-            paced_stored = list(stored_ms)
-
-            stored_ms.clear()
-            bench.at_agent_ms.clear()
-            bench.arrived.clear()
-            burst = args.visitors * args.burst
-            bench.expected = burst
-            started = time.perf_counter()
-            await asyncio.gather(*(send(visitors[n % len(visitors)], n) for n in range(burst)))
-            try:
-                await asyncio.wait_for(bench.arrived.wait(), 60)
-            except TimeoutError:
-                log(f"burst: only {len(bench.at_agent_ms)} of {burst} reached the agent within 60 s")
-            burst_s = time.perf_counter() - started
-            report(args, paced_stored, paced_at_agent, total / paced_s, burst, burst_s, bench.at_agent_ms)
+            print_machine()
+            for channel in channels:
+                await measure(args, channel, session, url, auth, bench, customers)
+                for done in customers:  # the agent's chats end with them: capacity for the next channel
+                    await done.close()
+                customers.clear()
+                await end_chats(session, url, auth)
     finally:
+        for done in customers:
+            await done.close()
         for client in clients:
             await client.disconnect()
         if server is not None:
@@ -210,6 +292,82 @@ async def run(args: argparse.Namespace) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def measure(
+    args: argparse.Namespace,
+    channel: str,
+    session: aiohttp.ClientSession,
+    url: str,
+    auth: dict[str, str],
+    bench: Bench,
+    customers: list[Customer],
+) -> None:
+    for number in range(args.visitors):
+        person = await customer(channel, session, url, number)
+        customers.append(person)
+        await person.say("转人工")
+        pop = await asyncio.wait_for(bench.offers.get(), 30)
+        async with session.post(f"{url}/api/desktop/offers/{pop['contact']['id']}/accept", headers=auth) as r:
+            assert r.status == 200, await r.text()
+    log(f"{channel}: {len(customers)} customers handed off and accepted by agent1")
+
+    stored_ms: list[float] = []
+
+    async def send(person: Customer, number: int) -> None:
+        text = f"第 {number} 条消息 #{uuid.uuid4().hex[:8]}"
+        started = time.perf_counter()
+        bench.sent_at[text] = started
+        await person.say(text)
+        stored_ms.append((time.perf_counter() - started) * 1000)
+
+    total = args.visitors * args.messages
+    bench.at_agent_ms.clear()
+    bench.arrived.clear()
+    bench.expected = total
+    started = time.perf_counter()
+    sends = []
+    for number in range(total):
+        sends.append(asyncio.create_task(send(customers[number % len(customers)], number)))
+        await asyncio.sleep(max(0.0, started + (number + 1) / args.rate - time.perf_counter()))
+    await asyncio.gather(*sends)
+    paced_s = time.perf_counter() - started
+    try:
+        await asyncio.wait_for(bench.arrived.wait(), 30)
+    except TimeoutError:
+        log(f"{channel}: only {len(bench.at_agent_ms)} of {total} reached the agent within 30 s")
+    paced_at_agent = list(bench.at_agent_ms)
+    paced_stored = list(stored_ms)
+
+    stored_ms.clear()
+    bench.at_agent_ms.clear()
+    bench.arrived.clear()
+    burst = args.visitors * args.burst
+    bench.expected = burst
+    started = time.perf_counter()
+    await asyncio.gather(*(send(customers[n % len(customers)], n) for n in range(burst)))
+    try:
+        await asyncio.wait_for(bench.arrived.wait(), 60)
+    except TimeoutError:
+        log(f"{channel}: burst: only {len(bench.at_agent_ms)} of {burst} reached the agent within 60 s")
+    burst_s = time.perf_counter() - started
+    report(args, channel, paced_stored, paced_at_agent, total / paced_s, burst, burst_s, bench.at_agent_ms)
+    bench.sent_at.clear()
+
+
+async def end_chats(session: aiohttp.ClientSession, url: str, auth: dict[str, str]) -> None:
+    """The agent ends every chat they hold (with a wrap-up), so the next channel starts from free capacity."""
+    async with session.get(f"{url}/api/desktop/me", headers=auth) as response:
+        me = await response.json()
+    for contact_id in me["chats"]:
+        async with session.post(f"{url}/api/desktop/contacts/{contact_id}/end", headers=auth) as r:
+            assert r.status == 200, await r.text()
+        async with session.post(
+            f"{url}/api/desktop/contacts/{contact_id}/wrap-up", json={"codes": ["bench"]}, headers=auth
+        ) as r:
+            assert r.status == 200, await r.text()
+    async with session.put(f"{url}/api/desktop/me/state", json={"state": "available"}, headers=auth) as r:
+        assert r.status == 200, await r.text()
+
+
 async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
     for _ in range(600):
         try:
@@ -222,8 +380,18 @@ async def wait_healthy(session: aiohttp.ClientSession, url: str) -> None:
     raise TimeoutError("the web node did not become healthy")
 
 
+def print_machine() -> None:
+    print(
+        f"machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
+        f"Python {platform.python_version()} · "
+        f"python-socketio {importlib.metadata.version('python-socketio')}"
+        " · embedded MongoDB (SecantusDB) + redis-server, one web node"
+    )
+
+
 def report(
     args: argparse.Namespace,
+    channel: str,
     stored: list[float],
     at_agent: list[float],
     paced_rate: float,
@@ -231,28 +399,28 @@ def report(
     burst_s: float,
     burst_at_agent: list[float],
 ) -> None:
-    print(
-        f"machine: {platform.node()} · {platform.machine()} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()} · "
-        f"python-socketio {importlib.metadata.version('python-socketio')}"
-        " · embedded MongoDB (SecantusDB) + redis-server, one web node"
-    )
+    how = {
+        "webchat": "visitors (Socket.IO /visitor)",
+        "wechat": "WeChat followers (signed AES callbacks)",
+        "sms": "SMS senders (signed gateway webhooks)",
+    }[channel]
+    print(f"\n[{channel}]")
     rows = [
-        ("visitors (Socket.IO /visitor) handed off to one agent", f"{args.visitors}"),
+        (f"{how} handed off to one agent", f"{args.visitors}"),
         ("paced: messages sent / at the agent", f"{len(stored)} / {len(at_agent)}"),
         ("paced: rate asked / sustained", f"{args.rate:.0f}/s / {paced_rate:.1f}/s"),
     ]
     if stored:
         rows.append(
             (
-                "visitor emit → stored (ack) p50 / p95",
+                "send → stored (ack / HTTP 200) p50 / p95",
                 f"{percentile(stored, 0.5):.1f} / {percentile(stored, 0.95):.1f} ms",
             )
         )
     if at_agent:
         rows.append(
             (
-                "visitor emit → timeline → agent socket p50 / p95",
+                "send → timeline → agent socket p50 / p95",
                 f"{percentile(at_agent, 0.5):.1f} / {percentile(at_agent, 0.95):.1f} ms"
                 f" (target p95 ≤ {P95_TARGET_MS:.0f})",
             )
@@ -260,7 +428,7 @@ def report(
     rows.append(("burst: messages at once / at the agent", f"{burst} / {len(burst_at_agent)}"))
     rows.append(("burst: throughput (all at the agent)", f"{len(burst_at_agent) / burst_s:.1f} msg/s"))
     if burst_at_agent:
-        rows.append(("burst: emit → agent socket p95", f"{percentile(burst_at_agent, 0.95):.0f} ms"))
+        rows.append(("burst: send → agent socket p95", f"{percentile(burst_at_agent, 0.95):.0f} ms"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -270,7 +438,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--visitors", type=int, default=10)
+    parser.add_argument("--channel", choices=(*CHANNELS, "all"), default="webchat")
+    parser.add_argument("--visitors", type=int, default=10, help="customers on the channel")
     parser.add_argument("--messages", type=int, default=30, help="paced messages per visitor")
     parser.add_argument("--rate", type=float, default=20.0, help="paced messages per second, all visitors")
     parser.add_argument("--burst", type=int, default=20, help="unpaced messages per visitor")
