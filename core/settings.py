@@ -59,6 +59,8 @@ class Settings(BaseModel):
     asr_engine: Literal["auto", "vosk", "whisper"] = "auto"
     asr_workers: int = Field(default=2, ge=1, le=32)
     asr_whisper_model: Path | None = None
+    # Earlier contacts within this many hours make a message a "repeated contact" (asr.nlu priority).
+    nlu_repeat_contact_hours: float = Field(default=72.0, gt=0, le=24 * 90)
 
     # Telephony (telephony/): the Kamailio SIP front on telephony_sip_port and a pool of pjsua2 worker
     # processes on telephony_worker_base_port + i, each carrying as many calls as its pjsua2 allows

@@ -9,12 +9,15 @@ to ask when information is missing. The voice side calls it with ``transcript.fi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from core.log import get_logger
+from core.settings import Settings
 from omnichannel import Actor, Channel, NewEvent
+from omnichannel.contacts import RecentContacts
 from omnichannel.timeline import TimelineService
 from tickets import IntentOutcome, IntentSignal, Priority, Reason, TicketService
 from tickets.models import CustomerMessage, CustomerMessageOutcome
@@ -51,10 +54,16 @@ class IntentPipeline:
         timeline: TimelineService,
         tickets: TicketService,
         analyzer: Callable[[], Analyzer] = load_analyzer,
+        repeat_contact_hours: float = Settings.model_fields["nlu_repeat_contact_hours"].default,
     ) -> None:
+        """``repeat_contact_hours``: earlier contacts within it make a message a repeated contact
+        (``HUILIU_NLU_REPEAT_CONTACT_HOURS``)."""
         self.timeline = timeline
         self.tickets = tickets
         self.analyzer = analyzer
+        self.contacts = RecentContacts(
+            timeline, timeline.customers, window=dt.timedelta(hours=repeat_contact_hours)
+        )
 
     async def customer_message(
         self, *, customer_id: str, conversation_id: str | None, channel: Channel, text: str, source_key: str
@@ -116,8 +125,10 @@ class IntentPipeline:
     async def analyse(
         self, *, customer_id: str, conversation_id: str | None, channel: Channel, text: str, source_key: str
     ) -> Analysis:
-        """The analysis of ``text``, recorded on the timeline as ``intent.recognised`` (once per source)."""
-        analysis = await asyncio.to_thread(lambda: self.analyzer().analyze(text))
+        """The analysis of ``text``, recorded on the timeline as ``intent.recognised`` (once per source).
+        The customer's earlier contacts (``omnichannel.contacts``) count towards its priority."""
+        recent = await self._recent_contacts(customer_id, channel, conversation_id)
+        analysis = await asyncio.to_thread(lambda: self.analyzer().analyze(text, recent_contacts=recent))
         await self.timeline.append(
             customer_id,
             NewEvent(
@@ -130,6 +141,13 @@ class IntentPipeline:
             _NLU,
         )
         return analysis
+
+    async def _recent_contacts(self, customer_id: str, channel: Channel, conversation_id: str | None) -> int:
+        try:
+            return await self.contacts.before(customer_id, channel=channel, conversation_id=conversation_id)
+        except Exception:  # the message is still analysed, only without its history
+            log.exception("pipeline.recent_contacts_failed", customer_id=customer_id)
+            return 0
 
     async def to_tickets(
         self,
