@@ -3,13 +3,19 @@
 messages for everything said later.
 
 WeChat retries a callback it got no answer to within 5 s, up to three times with the same MsgId: the
-``message.in`` idempotency key is that MsgId (events: sender + CreateTime + event), so a retry lands once
-and is answered with "success".
+``message.in`` idempotency key is that MsgId (events: sender + CreateTime + event, and the EventKey of a
+menu click), so a retry lands once and is answered with "success".
+
+Nothing slow sits in that window but the answer itself: the unionid lookup of a new follower runs after it,
+and an answer too slow for it goes out later as a customer-service message, retried with backoff. A menu
+CLICK is answered like a message saying its EventKey (name the keys as the customer would say them:
+``查订单``, ``我要退货``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,7 +32,7 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.utils import check_signature
 
 from core.db import Database, register_indexes, utcnow
-from core.errors import Forbidden, Invalid
+from core.errors import Conflict, Forbidden, Invalid
 from core.log import get_logger
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent, Omnichannel
 from omnichannel.channels.pipeline import IntentPipeline
@@ -59,10 +65,11 @@ class WeChatClient(Protocol):
 class ApiWeChatClient:
     """api.weixin.qq.com through wechatpy (a blocking client: each call runs in a worker thread)."""
 
-    def __init__(self, app_id: str, app_secret: str) -> None:
+    def __init__(self, app_id: str, app_secret: str, timeout_seconds: float = 10.0) -> None:
         from wechatpy import WeChatClient as WechatpyClient
 
-        self.client = WechatpyClient(app_id, app_secret)
+        # Without a timeout a stalled api.weixin.qq.com holds a worker thread (and whoever waits) forever.
+        self.client = WechatpyClient(app_id, app_secret, timeout=timeout_seconds)
 
     async def send_text(self, openid: str, text: str) -> None:
         await asyncio.to_thread(self.client.message.send_text, openid, text)
@@ -107,6 +114,8 @@ class WeChatConfig:
     template_id: str | None = None
     reply_timeout_seconds: float = 3.5
     tolerance_seconds: int = 300
+    late_reply_attempts: int = 4
+    late_reply_backoff_seconds: float = 2.0  # doubled after each failed attempt
 
 
 class WeChatService:
@@ -225,20 +234,15 @@ class WeChatService:
             [Identity(kind=IdentityKind.wechat_openid, value=openid)]
         )
         if created:
-            unionid = await self._unionid(openid)
-            if unionid:
-                customer, _ = await self.omni.customers.resolve(
-                    [
-                        Identity(kind=IdentityKind.wechat_openid, value=openid),
-                        Identity(kind=IdentityKind.wechat_unionid, value=unionid),
-                    ]
-                )
+            self._later(self._add_unionid(customer.id, openid))
         conversation, _ = await self.omni.conversations.open(
             customer.id, NewConversation(channel=Channel.wechat, external_ref=f"wechat:{openid}")
         )
         kind = str(message.type)
         if kind == "event":
             key = f"wechat:event:{openid}:{message.create_time.timestamp():.0f}:{message.event}"
+            if str(message.event) == "click":  # two menu items tapped within a second are two messages
+                key = f"{key}:{message.key}"
         else:
             key = f"wechat:msg:{message.id}"
         body: dict[str, Any] = {"msg_type": kind, "msg_id": message.id, "openid": openid}
@@ -252,6 +256,8 @@ class WeChatService:
             body.update(media_id=message.media_id, pic_url=message.image)
         elif kind == "event":
             body.update(event=str(message.event), key=getattr(message, "key", None))
+            if str(message.event) == "click":
+                text = str(message.key or "")
         body["text"] = text
         _, fresh = await self.omni.timeline.append(
             customer.id,
@@ -281,8 +287,8 @@ class WeChatService:
         openid: str,
         key: str,
     ) -> str | None:
-        if kind == "event":
-            return WELCOME_TEXT if str(message.event) == "subscribe" else None
+        if kind == "event" and str(message.event) == "subscribe":
+            return WELCOME_TEXT
         if not text.strip() or self.pipeline is None:
             return None
         pipeline, bot = self.pipeline, self.bot
@@ -323,15 +329,47 @@ class WeChatService:
             return
         reply = done.result()
         if reply:
-            task = asyncio.ensure_future(self._send_later(customer_id, conversation_id, openid, reply, key))
-            self._late.add(task)
-            task.add_done_callback(self._late.discard)
+            self._later(self._send_later(customer_id, conversation_id, openid, reply, key))
+
+    def _later(self, work: Any) -> None:
+        """Run ``work`` after the passive reply; ``close`` cancels what is still running."""
+        task = asyncio.ensure_future(work)
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
 
     async def _send_later(
         self, customer_id: str, conversation_id: str, openid: str, text: str, key: str
     ) -> None:
-        await self.client.send_text(openid, text)
-        await self._sent(customer_id, conversation_id, openid, text, f"reply:{key}")
+        """The answer as a customer-service message, tried ``late_reply_attempts`` times with backoff; one
+        that never goes out is logged and noted on the timeline (``message.failed``) for an agent."""
+        attempts = self.config.late_reply_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                await self.client.send_text(openid, text)
+            except Exception as exc:
+                error = _redacted(exc)
+                if attempt < attempts:
+                    delay = self.config.late_reply_backoff_seconds * 2.0 ** (attempt - 1)
+                    log.warning(
+                        "wechat.late_reply_retry", key=key, attempt=attempt, error=error, retry_in=delay
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                log.error("wechat.late_reply_failed", key=key, attempts=attempt, error=error)
+                await self.omni.timeline.append(
+                    customer_id,
+                    NewEvent(
+                        kind="message.failed",
+                        channel=Channel.wechat,
+                        conversation_id=conversation_id,
+                        body={"openid": openid, "text": text, "error": error},
+                        idempotency_key=f"wechat:failed:reply:{key}",
+                    ),
+                    _SYSTEM,
+                )
+                return
+            await self._sent(customer_id, conversation_id, openid, text, f"reply:{key}")
+            return
 
     async def _sent(
         self, customer_id: str, conversation_id: str | None, openid: str, text: str, key: str
@@ -348,12 +386,23 @@ class WeChatService:
             _SYSTEM,
         )
 
-    async def _unionid(self, openid: str) -> str | None:
+    async def _add_unionid(self, customer_id: str, openid: str) -> None:
+        """A new follower's unionid (when the account is bound to an open platform) on their customer."""
         try:
-            return await self.client.unionid_of(openid)
-        except Exception as exc:  # the profile lookup is a nicety; the message must still land
-            log.warning("wechat.unionid_failed", openid=openid, error=str(exc))
-            return None
+            unionid = await self.client.unionid_of(openid)
+            if unionid:
+                await self.omni.customers.add_identity(
+                    customer_id, Identity(kind=IdentityKind.wechat_unionid, value=unionid)
+                )
+        except Conflict as exc:  # known as another customer: merging the two is a person's decision
+            log.info("wechat.unionid_in_use", openid=openid, owner_id=exc.extra.get("owner_id"))
+        except Exception as exc:  # the profile lookup is a nicety; the message has landed anyway
+            log.warning("wechat.unionid_failed", openid=openid, error=_redacted(exc))
+
+
+def _redacted(exc: Exception) -> str:
+    """The error for the log, without the access token that wechatpy's request URLs carry."""
+    return re.sub(r"(access_token|secret)=[^&\s'\"]+", r"\1=***", str(exc))[:500]
 
 
 def _parse_tree(raw: bytes | str) -> None:
