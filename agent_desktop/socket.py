@@ -66,6 +66,13 @@ SUPERVISOR_NS = "/supervisor"
 SUPERVISORS_ROOM = "supervisors"
 QUEUE_STATS_REFRESH = 5.0
 AGENTS_REREAD = 60.0
+# Published by whoever revokes a login or changes a user ({"id", "ts", "user_id"}): every node then checks
+# that user's sockets at once and disconnects those whose token or role no longer holds.
+SESSION_TOPICS = ("auth.logged_out", "user.updated")
+SUPERVISOR_RECHECK = 2.0  # supervisors' sockets are checked this often even without such an event
+END_SESSION_GRACE = 0.1  # the ack and the error event leave before the disconnect
+REQUIRED_ROLE = {AGENT_NS: Role.agent, SUPERVISOR_NS: Role.supervisor}
+SESSION_ENDED = "your sign-in was revoked or your role changed: sign in again"
 
 
 def agent_room(user_id: str) -> str:
@@ -131,6 +138,8 @@ class DesktopSockets:
         self._board_task: asyncio.Task[None] | None = None
         self._queue_stats: dict[str, tuple[int, float]] = {}  # queue → (waiting, monotonic time sent)
         self._unsubscribe: list[Callable[[], None]] = []
+        self._supervisors_checked_at = 0.0
+        self._ending: set[asyncio.Task[None]] = set()
         self.sio.register_namespace(_AgentNamespace(self))
         self.sio.register_namespace(_SupervisorNamespace(self))
 
@@ -162,6 +171,7 @@ class DesktopSockets:
             self._unsubscribe = [
                 bus.subscribe("timeline.message.*", self._relay("chat.message")),
                 bus.subscribe("timeline.transcript.final", self._relay("transcript")),
+                *(bus.subscribe(topic, self._session_changed) for topic in SESSION_TOPICS),
             ]
         if self._board_task is None:
             self._board_task = asyncio.create_task(self._publish_wallboards(), name="wallboard-publisher")
@@ -170,6 +180,8 @@ class DesktopSockets:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        for task in list(self._ending):
+            task.cancel()
         if self._board_task is not None:
             self._board_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -186,7 +198,8 @@ class DesktopSockets:
             await redis.aclose()
         await self.sio.shutdown()
 
-    async def authenticate(self, auth: Any, required: Role) -> User:
+    async def authenticate(self, auth: Any, required: Role) -> dict[str, Any]:
+        """The session of a socket connecting with ``auth``: its user and token; refused otherwise."""
         token = auth.get("token") if isinstance(auth, dict) else None
         if not isinstance(token, str) or not token or self._resolve is None:
             raise socketio.exceptions.ConnectionRefusedError({"code": "unauthorized"})
@@ -196,7 +209,82 @@ class DesktopSockets:
             raise socketio.exceptions.ConnectionRefusedError({"code": exc.code}) from None
         if not user.allows(required):
             raise socketio.exceptions.ConnectionRefusedError({"code": "forbidden_role"})
-        return user
+        return {"user": user, "token": token}
+
+    # ------------------------------------------------------------------------------------ sessions
+
+    async def recheck(self, sid: str, namespace: str) -> str | None:
+        """Whether a socket's sign-in still holds: None (its session's user is refreshed, e.g. a new
+        display name), or why not (``invalid_token``: logged out, expired, disabled; ``forbidden_role``)."""
+        assert self._resolve is not None
+        try:
+            session = await self.sio.get_session(sid, namespace=namespace)
+        except KeyError:
+            return None  # gone already
+        try:
+            user = await self._resolve(session["token"])
+        except HuiliuError as exc:
+            return exc.code
+        if not user.allows(REQUIRED_ROLE[namespace]):
+            return "forbidden_role"
+        if user != session["user"]:
+            await self.sio.save_session(sid, {**session, "user": user}, namespace=namespace)
+        return None
+
+    async def end_session(self, sid: str, namespace: str, code: str) -> None:
+        """Tell the socket why (the ``error`` event) and disconnect it."""
+        error = {"code": code, "message": SESSION_ENDED, "event": None}
+        await self.sio.emit("error", error, to=sid, namespace=namespace, ignore_queue=True)
+        await self.sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+        log.info("socket.session_ended", sid=sid, namespace=namespace, code=code)
+
+    def end_session_soon(self, sid: str, namespace: str) -> None:
+        """Disconnect after the command's answer has left (the command sends the error event itself)."""
+
+        async def end() -> None:
+            await asyncio.sleep(END_SESSION_GRACE)
+            await self.sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+            log.info("socket.session_ended", sid=sid, namespace=namespace)
+
+        task = asyncio.create_task(end(), name=f"end-session-{sid}")
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def recheck_sockets(self, sockets: list[tuple[str, str]]) -> int:
+        """Check ``(namespace, sid)`` sockets of this node; disconnect those whose sign-in ended. Returns
+        how many were disconnected."""
+        ended = 0
+        for namespace, sid in sockets:
+            code = await self.recheck(sid, namespace)
+            if code is not None:
+                await self.end_session(sid, namespace, code)
+                ended += 1
+        return ended
+
+    def _local_sids(self, namespace: str, room: str) -> list[str]:
+        return list(self.sio.manager.rooms.get(namespace, {}).get(room, {}))
+
+    async def _session_changed(self, event: dict[str, Any]) -> None:
+        """A bus event about a user (logged out, changed): check their sockets on this node now."""
+        user_id = event.get("user_id")
+        if not isinstance(user_id, str):
+            return
+        sockets = [(AGENT_NS, sid) for sid in self._local_sids(AGENT_NS, agent_room(user_id))]
+        for sid in self._local_sids(SUPERVISOR_NS, SUPERVISORS_ROOM):
+            with contextlib.suppress(KeyError):
+                if (await self.sio.get_session(sid, namespace=SUPERVISOR_NS))["user"].id == user_id:
+                    sockets.append((SUPERVISOR_NS, sid))
+        await self.recheck_sockets(sockets)
+
+    async def _recheck_supervisors(self) -> None:
+        """Supervisors see every queue and agent: their sockets are checked every ``SUPERVISOR_RECHECK``
+        seconds as well, so a demotion nobody announced on the bus still ends their wallboard soon."""
+        if time.monotonic() - self._supervisors_checked_at < SUPERVISOR_RECHECK:
+            return
+        self._supervisors_checked_at = time.monotonic()
+        await self.recheck_sockets(
+            [(SUPERVISOR_NS, sid) for sid in self._local_sids(SUPERVISOR_NS, SUPERVISORS_ROOM)]
+        )
 
     # ------------------------------------------------------------------------- DesktopNotifier
 
@@ -257,6 +345,8 @@ class DesktopSockets:
                 continue
             began = time.monotonic()
             try:
+                if watching:
+                    await self._recheck_supervisors()
                 await self.publish_wallboard(local=watching)
             except Exception as exc:  # a MongoDB hiccup must not stop the wallboard for good
                 log.warning("wallboard.publish_failed", error=repr(exc))
@@ -449,7 +539,14 @@ class _DesktopNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             )
         else:
             try:
-                reply = await command(sid, data[0] if data else None)
+                # The sign-in is checked again for every command: a token logged out or a role taken away
+                # since the socket connected ends it here.
+                ended = await self.sockets.recheck(sid, self.namespace)
+                if ended is not None:
+                    reply = _problem(ended, SESSION_ENDED)
+                    self.sockets.end_session_soon(sid, self.namespace)
+                else:
+                    reply = await command(sid, data[0] if data else None)
             except Exception as exc:  # a bug or an outage: the client hears about it, the socket stays
                 log.exception("socket.command_failed", event=event, namespace=self.namespace, error=repr(exc))
                 reply = _problem("internal_error", "the command failed; try again")
@@ -476,8 +573,9 @@ class _AgentNamespace(_DesktopNamespace):
         super().__init__(AGENT_NS, sockets)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        user = await self.sockets.authenticate(auth, Role.agent)
-        await self.save_session(sid, {"user": user})
+        session = await self.sockets.authenticate(auth, Role.agent)
+        await self.save_session(sid, session)
+        user: User = session["user"]
         await self.enter_room(sid, agent_room(user.id))
         await self.sockets.acd.agents.ensure(user)
         for queue_id in await self.sockets.acd.queues_of(user.id):
@@ -523,8 +621,7 @@ class _SupervisorNamespace(_DesktopNamespace):
         super().__init__(SUPERVISOR_NS, sockets)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        user = await self.sockets.authenticate(auth, Role.supervisor)
-        await self.save_session(sid, {"user": user})
+        await self.save_session(sid, await self.sockets.authenticate(auth, Role.supervisor))
         await self.enter_room(sid, SUPERVISORS_ROOM)
         self.sockets.refresh_wallboard()
 
