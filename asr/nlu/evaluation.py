@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from .models import UNKNOWN_INTENT
 
 EVAL_GROUPS = {"zh": ("zh", False), "zh_asr": ("zh", True), "en": ("en", False), "en_asr": ("en", True)}
 _NOT_A_WORD = re.compile(r"[\W_]+")
+NEAR_DUPLICATE = 0.8  # difflib ratio from which an evaluation utterance nearly copies a training example
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +33,36 @@ class LabelledUtterance:
 
 
 def comparable(text: str) -> str:
-    """The text stripped of case, spaces and punctuation, to find copies that differ only there."""
-    return _NOT_A_WORD.sub("", text.lower())
+    """The text stripped of case, width, spaces and punctuation, to find copies that differ only there."""
+    return _NOT_A_WORD.sub("", unicodedata.normalize("NFKC", text).lower())
 
 
 def training_overlap(config: NluConfig, utterances: list[LabelledUtterance]) -> list[str]:
     """Evaluation utterances that are also training examples, up to case, spaces and punctuation."""
     training = {comparable(text) for text, _ in config.training_examples()}
     return [item.text for item in utterances if comparable(item.text) in training]
+
+
+def near_training(
+    config: NluConfig, utterances: list[LabelledUtterance], threshold: float = NEAR_DUPLICATE
+) -> list[tuple[str, str, float]]:
+    """Evaluation utterances that nearly copy a training example: ``(utterance, example, similarity)`` for
+    each whose difflib ratio on the ``comparable`` texts reaches ``threshold``. Such an item measures
+    memory, not generalisation, however its ASR errors are spelled."""
+    training = [(comparable(text), text) for text, _ in config.training_examples()]
+    matcher = difflib.SequenceMatcher(autojunk=False)
+    near = []
+    for item in utterances:
+        matcher.set_seq2(comparable(item.text))  # the side difflib indexes: once per utterance
+        best = (0.0, "")
+        for example, text in training:
+            matcher.set_seq1(example)
+            # The cheap upper bounds rule out nearly every pair before the real ratio is computed.
+            if matcher.real_quick_ratio() >= threshold and matcher.quick_ratio() >= threshold:
+                best = max(best, (matcher.ratio(), text))
+        if best[0] >= threshold:
+            near.append((item.text, best[1], round(best[0], 3)))
+    return near
 
 
 def load_eval_set(path: Path = DEFAULT_CONFIG_DIR / "eval.yaml") -> list[LabelledUtterance]:
