@@ -320,6 +320,8 @@ class SmsService:
         )
         if doc is None:
             raise NotFound(f"no SMS with provider id {receipt.message_id}", code="sms_message_not_found")
+        if doc["status"] == SmsStatus.failed.value:
+            await self._note_failed(doc, receipt.error or "the gateway reports it undeliverable")
         return message_from_doc(doc)
 
     async def get(self, message_id: str) -> SmsMessage:
@@ -451,8 +453,13 @@ class SmsService:
         )
 
     async def _failed(self, doc: dict[str, Any], error: str) -> None:
-        log.error("sms.failed", message_id=str(doc["_id"]), error=error)
         await self._set(doc["_id"], status=SmsStatus.failed, error=error, lease_until=None)
+        await self._note_failed(doc, error)
+
+    async def _note_failed(self, doc: dict[str, Any], error: str) -> None:
+        """A message failed for good (its last attempt, or the gateway's receipt): logged, and
+        ``message.failed`` on the customer's timeline once, whichever said it first."""
+        log.error("sms.failed", message_id=str(doc["_id"]), error=error)
         await self.omni.timeline.append(
             str(doc["customer_id"]),
             NewEvent(
