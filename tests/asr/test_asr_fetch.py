@@ -1,14 +1,17 @@
 """`huiliu asr fetch`: the pinned archive is installed whole, anything else leaves nothing behind.
 
 A loopback HTTP server serves a small zip built here, shaped like a vosk model; its sha256 is injected
-through ``fetch_model(model=...)`` — the real pins are never touched.
+through ``fetch_model(model=...)``, or for the command line swapped into ``OFFICIAL_VOSK_MODELS`` for the
+length of one test (monkeypatch) — the real pins are never changed.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import io
+import os
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import asr.fetch as fetch_module
 from asr import ChecksumMismatch, FetchError, ModelCatalog, ModelMissing
 from asr.fetch import fetch_model
 from asr.models import MARKER, OFFICIAL_VOSK_MODELS, OfficialModel
@@ -207,3 +211,96 @@ def test_cli_lists_models_and_refuses_unknown_languages(
     with pytest.raises(SystemExit) as caught:
         huiliu(["asr", "fetch", "fr"])
     assert caught.value.code == 2
+
+
+def test_a_directory_the_fetch_did_not_install_is_refused_and_left_alone(
+    server: tuple[str, Served], tmp_path: Path
+) -> None:
+    url, served = server
+    served.body = model_zip()
+    own = tmp_path / NAME
+    own.mkdir()
+    (own / "notes.txt").write_text("unpacked by hand")
+    with pytest.raises(
+        FetchError, match=rf"{NAME} already exists and was not installed by `huiliu asr fetch`"
+    ):
+        fetch_model("zh", tmp_path, model=pinned(url, served.body))
+    assert (own / "notes.txt").read_text() == "unpacked by hand"
+    assert leftovers(tmp_path) == [NAME] and served.requests == []  # refused before downloading
+
+
+def test_a_full_disk_while_unpacking_is_a_precise_error_and_leaves_nothing(
+    server: tuple[str, Served], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, served = server
+    served.body = model_zip()
+
+    def disk_full(self: zipfile.ZipFile, path: object = None, *args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", disk_full)
+    with pytest.raises(FetchError, match=r"cannot unpack download\.zip into .*: No space left on device"):
+        fetch_model("zh", tmp_path, model=pinned(url, served.body))
+    assert leftovers(tmp_path) == []
+
+
+def test_a_model_dir_that_cannot_be_created_is_a_precise_error(
+    server: tuple[str, Served], tmp_path: Path
+) -> None:
+    url, served = server
+    served.body = model_zip()
+    (tmp_path / "models").write_text("a file where the directory should be")
+    with pytest.raises(FetchError, match=r"cannot create the model directory .*models/vosk: Not a directory"):
+        fetch_model("zh", tmp_path / "models" / "vosk", model=pinned(url, served.body))
+
+
+def test_an_update_that_cannot_be_moved_into_place_keeps_the_installed_model(
+    server: tuple[str, Served], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, served = server
+    served.body = model_zip()
+    fetch_model("zh", tmp_path, model=pinned(url, served.body))
+    served.body = model_zip(extra={f"{NAME}/README": b"newer"})
+    rename = os.rename
+
+    def refuse_new_model(source: Path, destination: Path) -> None:
+        if Path(source).parent.name == "unpacked":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        rename(source, destination)
+
+    monkeypatch.setattr(fetch_module.os, "rename", refuse_new_model)
+    with pytest.raises(
+        FetchError,
+        match=r"cannot move the new model into .*: Invalid cross-device link; .* installed before is kept",
+    ):
+        fetch_model("zh", tmp_path, model=pinned(url, served.body))
+    assert leftovers(tmp_path) == [NAME]
+    assert not (tmp_path / NAME / "README").exists() and (tmp_path / NAME / MARKER).is_file()
+
+
+def test_cli_fetch_shows_progress_on_stderr_and_exits_0_then_1_on_a_bad_checksum(
+    server: tuple[str, Served],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, served = server
+    served.body = model_zip()
+    monkeypatch.setenv("HUILIU_ASR_MODEL_DIR", str(tmp_path / "good"))
+    monkeypatch.setitem(OFFICIAL_VOSK_MODELS, "zh", pinned(url, served.body))
+    assert huiliu(["asr", "fetch", "zh"]) == 0
+    out, err = capsys.readouterr()
+    assert f"{NAME} [{'#' * 30}] 100%" in err  # not a terminal: one line per 10 %, the last one full
+    assert out.startswith(f"installed {NAME} (sha256 {pinned(url, served.body).sha256[:12]}")
+    assert ModelCatalog(tmp_path / "good").vosk_path("zh") == tmp_path / "good" / NAME
+
+    monkeypatch.setenv("HUILIU_ASR_MODEL_DIR", str(tmp_path / "bad"))
+    monkeypatch.setitem(OFFICIAL_VOSK_MODELS, "zh", OfficialModel("zh", NAME, f"{url}/{NAME}.zip", "0" * 64))
+    assert huiliu(["asr", "fetch", "zh"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        f"huiliu asr fetch: {url}/{NAME}.zip: sha256 {hashlib.sha256(served.body).hexdigest()} is not the "
+        f"pinned {'0' * 64}; the archive was deleted and nothing was installed"
+    )
+    assert leftovers(tmp_path / "bad") == []
