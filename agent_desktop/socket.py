@@ -19,7 +19,8 @@ said in a chat the agent serves), ``transcript`` (``transcript.final`` of the ag
 (acked with ``{"ok": …}`` or ``{"error": {"code", "detail"}}``): ``state``, ``accept``, ``decline``,
 ``wrap_up``, ``resume`` (after a reconnect: the agent's state, the offer still open for them with its
 screen-pop, and the contacts they are serving). Supervisor events: ``wallboard``, ``agent.state``,
-``queue.contact``, ``alert``, ``alert.cleared``; commands: ``wallboard``, ``alerts``, ``force_state``.
+``queue.contact``, ``alert``, ``alert.cleared``; commands: ``wallboard``, ``alerts``, ``force_state``. A new
+alert is also texted to the supervisors, once, by the node that stored it (``alerting.py``).
 
 Any bad event on either namespace (unknown, more than one argument, malformed, refused) is answered with
 the event ``error`` ``{code, message, event}``, and with the ack ``{"error": …}`` when one was asked for.
@@ -37,6 +38,7 @@ import socketio
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from agent_desktop.alerting import AlertTexter, alert_texter
 from agent_desktop.models import (
     Agent,
     Alert,
@@ -139,12 +141,15 @@ class DesktopSockets:
         self._queue_stats: dict[str, tuple[int, float]] = {}  # queue → (waiting, monotonic time sent)
         self._unsubscribe: list[Callable[[], None]] = []
         self._supervisors_checked_at = 0.0
+        self._app: web.Application | None = None
+        self._alert_texter: AlertTexter | None = None
         self._ending: set[asyncio.Task[None]] = set()
         self.sio.register_namespace(_AgentNamespace(self))
         self.sio.register_namespace(_SupervisorNamespace(self))
 
     def attach(self, app: web.Application) -> None:
         self.sio.attach(app)
+        self._app = app
 
     def bind(self, resolve: TokenResolver, desktop: Desktop) -> None:
         self._resolve = resolve
@@ -173,6 +178,8 @@ class DesktopSockets:
                 bus.subscribe("timeline.transcript.final", self._relay("transcript")),
                 *(bus.subscribe(topic, self._session_changed) for topic in SESSION_TOPICS),
             ]
+        if self._app is not None and self._alert_texter is None:
+            self._alert_texter = alert_texter(self._app)  # the app's channels and tickets exist by now
         if self._board_task is None:
             self._board_task = asyncio.create_task(self._publish_wallboards(), name="wallboard-publisher")
 
@@ -375,6 +382,7 @@ class DesktopSockets:
             await self.sio.emit(
                 "alert", alert.model_dump(mode="json"), room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS
             )
+            await self._text_alert(alert)
         for alert in changes.cleared:
             await self.sio.emit(
                 "alert.cleared", alert.model_dump(mode="json"), room=SUPERVISORS_ROOM, namespace=SUPERVISOR_NS
@@ -389,6 +397,15 @@ class DesktopSockets:
                 namespace=SUPERVISOR_NS,
                 ignore_queue=True,
             )
+
+    async def _text_alert(self, alert: Alert) -> None:
+        """SMS the supervisors about a new alert: this node stored it, so only this node sends it."""
+        if self._alert_texter is None:
+            return
+        try:
+            await self._alert_texter.send(alert)
+        except Exception as exc:  # the wallboard goes on; the alert stays on the wall and in the list
+            log.error("wallboard.alert_sms_failed", alert=alert.id, error=repr(exc))
 
     async def _publish_queue_stats(self, queues: list[QueueBoard]) -> None:
         """``queue.waiting`` to this node's agents in each queue's room: when the count changed, and every
