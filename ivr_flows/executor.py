@@ -76,11 +76,12 @@ log = get_logger(__name__)
 T = TypeVar("T")
 Clock = Callable[[], dt.datetime]
 HoursOverrides = Callable[[str, dt.datetime], HoursOverride | None]  # (flow, now) -> override in force
+RecentContactCount = Callable[[str], Awaitable[int]]  # (caller number) -> earlier contacts lately
 
 MENU_INTER_DIGIT_SECONDS = 2.0
 MAX_STEP_ERRORS = 3
 HOLD_GAP_SECONDS = 1.0
-POSITION_TIMEOUT_SECONDS = 2.0
+POSITION_TIMEOUT_SECONDS = 2.0  # also for reading the caller's recent contacts
 _LEADING_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HANDED_OVER = ("queued", "transferred")  # outcomes after which the call is someone else's to end
 MASK = "••••"
@@ -120,12 +121,14 @@ class FlowExecutor:
         transcribe: bool = True,
         clock: Clock = utc_now,
         hours_override: HoursOverrides | None = None,
+        recent_contacts: RecentContactCount | None = None,
         max_steps: int = 200,
         hangup_grace: float = 2.0,
         drain_timeout: float = 5.0,
     ) -> None:
         """``transcribe``: what the caller says in ``listen`` nodes becomes the call's live transcript
-        (``ivr_flows.transcript``; partials on ``bus``)."""
+        (``ivr_flows.transcript``; partials on ``bus``). ``recent_contacts``: how many times the caller's
+        customer got in touch lately (any channel), for the urgency of what they say."""
         self.prompts = prompts
         self.events = events
         self.analyzer = analyzer
@@ -138,6 +141,7 @@ class FlowExecutor:
         self.transcribe = transcribe
         self.clock = clock
         self.hours_override = hours_override
+        self.recent_contacts = recent_contacts
         self.max_steps = max_steps
         self.hangup_grace = hangup_grace
         self.drain_timeout = drain_timeout
@@ -485,7 +489,10 @@ class _Session:
 
     async def _intent(self, node_id: str, node: IntentNode) -> StepOutcome:
         text = self._text(node.text).strip()
-        analysis = await asyncio.to_thread(self.x.analyzer.analyze, text)
+        recent = await self._recent_contacts()
+        analysis = await asyncio.to_thread(
+            functools.partial(self.x.analyzer.analyze, text, recent_contacts=recent)
+        )
         entities: dict[str, str] = {}
         for entity in analysis.entities:
             entities.setdefault(str(entity.kind), entity.value)
@@ -637,6 +644,17 @@ class _Session:
             if not self.call.hung_up.is_set():
                 with contextlib.suppress(Exception):
                     await self.call.stop_playback()
+
+    async def _recent_contacts(self) -> int:
+        """The caller's earlier contacts; 0 when that cannot be read in time (it only adds urgency)."""
+        if self.x.recent_contacts is None:
+            return 0
+        try:
+            async with asyncio.timeout(POSITION_TIMEOUT_SECONDS):
+                return await self.x.recent_contacts(self.call.caller)
+        except Exception as exc:
+            log.warning("ivr.recent_contacts_failed", call_id=self.call.call_id, error=repr(exc))
+            return 0
 
     async def _learn_position(self) -> bool:
         """Set {queue_position} and {queue_wait_minutes} from the ACD; False when it cannot tell."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import functools
 import json
 import threading
@@ -75,13 +76,15 @@ class LazyAnalyzer:
         self._analyzer: Analyzer | None = None
         self._lock = threading.Lock()
 
-    def analyze(self, text: str, *, language: Literal["zh", "en", "mixed"] | None = None) -> AnalysisLike:
+    def analyze(
+        self, text: str, *, language: Literal["zh", "en", "mixed"] | None = None, recent_contacts: int = 0
+    ) -> AnalysisLike:
         with self._lock:
             if self._analyzer is None:
                 from asr.nlu import Analyzer
 
                 self._analyzer = Analyzer()
-        return self._analyzer.analyze(text, language=language)
+        return self._analyzer.analyze(text, language=language, recent_contacts=recent_contacts)
 
 
 class QuietNotifier:
@@ -126,6 +129,7 @@ class FlowLine:
         from asr import build_recognizer
         from core.auth import UserService
         from omnichannel.channels import create_channels
+        from omnichannel.contacts import RecentContacts
         from tickets import create_service
 
         self.services = services
@@ -158,6 +162,11 @@ class FlowLine:
             bus=services.bus,
             transcribe=settings.ivr_transcribe == "listen",
             hours_override=self.registry.hours_override,
+            recent_contacts=RecentContacts(
+                omni.timeline,
+                omni.customers,
+                window=dt.timedelta(hours=settings.nlu_repeat_contact_hours),
+            ).for_caller,
         )
         await self.registry.start()
         self._spawn(self._follow_activations(), "flow-activations")

@@ -200,4 +200,7 @@ class AnalysisLike(Protocol):
 class IntentAnalyzer(Protocol):
     """``asr.nlu.Analyzer`` fits. CPU-bound: the executor calls it in a worker thread."""
 
-    def analyze(self, text: str, *, language: Literal["zh", "en", "mixed"] | None = None) -> AnalysisLike: ...
+    def analyze(
+        self, text: str, *, language: Literal["zh", "en", "mixed"] | None = None, recent_contacts: int = 0
+    ) -> AnalysisLike:
+        """``recent_contacts``: the caller's earlier contacts (any channel) lately, an urgency signal."""

@@ -67,7 +67,9 @@ class Channels:
     def attach(self, tickets: TicketService) -> None:
         """Inbound messages run the bot (and through it the intent pipeline into ``tickets``, which
         notifies through ``notifier``: the two are made for each other, hence the late attachment)."""
-        pipeline = IntentPipeline(self.sms.omni.timeline, tickets)
+        pipeline = IntentPipeline(
+            self.sms.omni.timeline, tickets, repeat_contact_hours=self.settings.nlu_repeat_contact_hours
+        )
         self.sms.pipeline = pipeline
         self.wechat.pipeline = pipeline
         self.email.pipeline = pipeline
