@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -140,9 +141,14 @@ class HttpCrmConnector:
                     return None
                 if response.status != 200:
                     raise CrmUnavailable(f"CRM answered {response.status} for {path}")
-                body: Any = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise CrmUnavailable(f"CRM unreachable: {type(exc).__name__}: {exc}") from exc
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            # It answered, just not with JSON (a proxy's error page): not "unreachable" in the logs.
+            raise CrmUnavailable(f"CRM answer for {path} is not JSON: {raw[:80]!r}") from None
         try:
             return model.model_validate(body)
         except ValidationError as exc:
