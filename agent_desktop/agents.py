@@ -1,6 +1,7 @@
 """Agent states the agent chooses (available, break with a reason code, offline) and the ones the ACD sets
 (wrap-up, not-ready after a missed offer). The live state is in ``agents``; every change of the derived
-state is appended to ``agent_state_history`` for reports."""
+state, the presence or the break reason is appended to ``agent_state_history`` for reports
+(``GET /api/desktop/agents/{id}/states``)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ wallboard (supervisor). Parse, call the ACD, map errors (the Api layer does the 
 from __future__ import annotations
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from agent_desktop.models import (
     Agent,
@@ -17,6 +17,7 @@ from agent_desktop.models import (
     QueueConfig,
     QueuePatch,
     StateChange,
+    StatePage,
     Wallboard,
     WallboardConfig,
     WallboardConfigPatch,
@@ -25,6 +26,7 @@ from agent_desktop.models import (
 from agent_desktop.service import DESKTOP
 from core.api import Api, current_user, json_response
 from core.auth import Role
+from core.errors import Forbidden
 from core.http import audit_details
 
 api = Api("agent_desktop")
@@ -142,6 +144,31 @@ async def set_agent_skills(request: web.Request, body: AgentSkills) -> Agent:
     target = await desktop.users.get(request.match_info["user_id"])
     await desktop.agents.ensure(target)
     return await desktop.agents.set_skills(target.id, body)
+
+
+class StateHistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: AwareDatetime | None = Field(default=None, description="From this time (ISO 8601 with zone)")
+    until: AwareDatetime | None = Field(default=None, description="Before this time")
+    limit: int = Field(default=100, ge=1, le=500)
+    cursor: str | None = None
+
+
+@api.route(
+    "GET",
+    "/api/desktop/agents/{user_id}/states",
+    summary="An agent's state history, newest first (supervisors: anyone; agents: their own)",
+    query=StateHistoryQuery,
+    response=StatePage,
+)
+async def agent_state_history(request: web.Request, query: StateHistoryQuery) -> StatePage:
+    user = await current_user(request)
+    user_id = request.match_info["user_id"]
+    if user_id != user.id and not user.allows(Role.supervisor):
+        raise Forbidden("agents read only their own state history", code="not_your_history")
+    return await request.app[DESKTOP].store.state_history(
+        user_id, since=query.since, until=query.until, limit=query.limit, cursor=query.cursor
+    )
 
 
 @api.route(

@@ -158,6 +158,21 @@ class Agent(BaseModel):
 StateName = Literal["available", "break", "offline"]
 
 
+class StateEntry(BaseModel):
+    """One change in an agent's state history: what they were doing from ``ts`` on, and why."""
+
+    ts: dt.datetime
+    state: AgentState
+    presence: Presence
+    reason: str | None = Field(description="The break reason code (missed_offer: an offer rang out)")
+
+
+class StatePage(BaseModel):
+    user_id: str
+    states: list[StateEntry] = Field(description="Newest first")
+    next_cursor: str | None
+
+
 class StateChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

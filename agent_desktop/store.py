@@ -29,9 +29,12 @@ from agent_desktop.models import (
     Presence,
     QueueConfig,
     QueuePatch,
+    StateEntry,
+    StatePage,
 )
 from core.db import Database, as_utc, register_indexes, update_returning, utcnow
 from core.errors import Conflict, NotFound
+from core.pagination import decode_cursor, encode_cursor
 
 Doc = dict[str, Any]
 
@@ -72,6 +75,11 @@ def derived_state(doc: Doc) -> AgentState:
     if presence is Presence.break_:
         return AgentState.break_
     return AgentState.available
+
+
+def _history_mark(doc: Doc) -> Doc:
+    """What the state history records of an agent; a change of any of it is a new entry."""
+    return {"state": derived_state(doc).value, "presence": doc["presence"], "reason": doc.get("reason")}
 
 
 def agent_from_doc(doc: Doc) -> Agent:
@@ -179,6 +187,11 @@ class AcdStore:
                 "$setOnInsert": {
                     "presence": Presence.offline.value,
                     "state": AgentState.offline.value,
+                    "logged": {
+                        "state": AgentState.offline.value,
+                        "presence": Presence.offline.value,
+                        "reason": None,
+                    },
                     "since": now,
                     "idle_since": now,
                     "skills": {},
@@ -237,19 +250,15 @@ class AcdStore:
         doc = await update_returning(self.agents, guard, stamped)
         if doc is None:
             return None
-        state = derived_state(doc).value
-        if doc.get("state") != state:
-            doc = await update_returning(self.agents, {"_id": doc["_id"]}, {"$set": {"state": state}})
-            assert doc is not None  # agents are never deleted
-            await self.history.insert_one(
-                {
-                    "user_id": doc["_id"],
-                    "ts": utcnow(),
-                    "state": state,
-                    "presence": doc["presence"],
-                    "reason": doc.get("reason"),
-                }
+        logged = _history_mark(doc)
+        if doc.get("logged") != logged:
+            # A report needs every change of what the agent is doing and why: the derived state, the
+            # presence under it (wrap-up while in a chat) and the break reason (lunch, then a meeting).
+            doc = await update_returning(
+                self.agents, {"_id": doc["_id"]}, {"$set": {"state": logged["state"], "logged": logged}}
             )
+            assert doc is not None  # agents are never deleted
+            await self.history.insert_one({"user_id": doc["_id"], "ts": utcnow(), **logged})
         return dict(doc)
 
     async def candidates(self, guard: Doc, sort: list[tuple[str, int]]) -> list[Doc]:
@@ -262,10 +271,48 @@ class AcdStore:
     async def agents_where(self, query: Doc) -> list[Doc]:
         return [dict(doc) async for doc in self.agents.find(query)]
 
-    async def state_history(self, user_id: str, limit: int = 100) -> list[Doc]:
-        return [
-            dict(doc) async for doc in self.history.find({"user_id": user_id}, sort=[("ts", -1)], limit=limit)
+    async def state_history(
+        self,
+        user_id: str,
+        *,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> StatePage:
+        """An agent's state changes in ``[since, until)``, newest first; ``next_cursor`` continues."""
+        query: Doc = {"user_id": user_id}
+        window: Doc = {}
+        if since is not None:
+            window["$gte"] = since
+        if until is not None:
+            window["$lt"] = until
+        if window:
+            query["ts"] = window
+        # Plain field conditions, no $or: SecantusDB scans the whole collection for a top-level $or.
+        if cursor:
+            ts, oid = decode_cursor(cursor)
+            docs = await self._history({**query, "ts": ts, "_id": {"$lt": oid}}, limit + 1)
+            if len(docs) <= limit:
+                docs += await self._history({**query, "ts": {**window, "$lt": ts}}, limit + 1 - len(docs))
+        else:
+            docs = await self._history(query, limit + 1)
+        next_cursor = (
+            encode_cursor(docs[limit - 1]["ts"], docs[limit - 1]["_id"]) if len(docs) > limit else None
+        )
+        entries = [
+            StateEntry(
+                ts=as_utc(doc["ts"]),
+                state=doc["state"],
+                presence=doc["presence"],
+                reason=doc.get("reason"),
+            )
+            for doc in docs[:limit]
         ]
+        return StatePage(user_id=user_id, states=entries, next_cursor=next_cursor)
+
+    async def _history(self, query: Doc, limit: int) -> list[Doc]:
+        return [doc async for doc in self.history.find(query, sort=[("ts", -1), ("_id", -1)], limit=limit)]
 
     # --------------------------------------------------------------------------------------- contacts
 

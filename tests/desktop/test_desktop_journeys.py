@@ -57,7 +57,7 @@ async def test_offer_pops_customer_history_to_the_longest_idle_agent(
     kinds = [event.kind for event in page.events]
     assert kinds.index("contact.wrapped_up") < kinds.index("contact.connected")
     history = await desktop.store.state_history(longest_idle.id)
-    assert [entry["state"] for entry in reversed(history)][-3:] == ["on_call", "wrap_up", "available"]
+    assert [entry.state for entry in reversed(history.states)][-3:] == ["on_call", "wrap_up", "available"]
 
 
 async def test_unanswered_offer_goes_to_the_next_agent_and_the_first_is_not_ready(
