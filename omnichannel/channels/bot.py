@@ -114,6 +114,7 @@ HANDOFF_REASONS = {
     "negative_sentiment": {"zh": "客户情绪负面", "en": "negative sentiment"},
     "vip": {"zh": "VIP 客户", "en": "VIP customer"},
     "low_confidence": {"zh": "机器人两次未能回答", "en": "bot could not answer twice"},
+    "no_bot": {"zh": "未启用机器人，直接转人工", "en": "no bot: straight to an agent"},
 }
 
 TEXTS: dict[str, dict[Lang, str]] = {

@@ -111,6 +111,7 @@ class SmsService:
         self.config = config
         self.pipeline = pipeline
         self.bot: Bot | None = None  # the self-service bot, when one answers before the pipeline alone
+        self.handoff: Bot | None = None  # with the bot off: every conversation goes straight to an agent
         self.enqueue = enqueue or self._deliver_here
         self._running: set[asyncio.Task[None]] = set()
 
@@ -406,6 +407,8 @@ class SmsService:
                 source_key=source_key,
             )
             reply = result.reply
+            if self.handoff is not None:
+                await self.handoff.hand_off(conversation_id, customer.id, Channel.sms, "no_bot", None)
         else:
             reply = None
         if reply:

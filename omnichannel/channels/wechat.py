@@ -134,6 +134,7 @@ class WeChatService:
         self.config = config
         self.pipeline = pipeline
         self.bot: Bot | None = None  # the self-service bot, when one answers before the pipeline alone
+        self.handoff: Bot | None = None  # with the bot off: every conversation goes straight to an agent
         self._late: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------------------- the callback
@@ -291,13 +292,16 @@ class WeChatService:
             return WELCOME_TEXT
         if not text.strip() or self.pipeline is None:
             return None
-        pipeline, bot = self.pipeline, self.bot
+        pipeline, bot, handoff = self.pipeline, self.bot, self.handoff
 
         async def think() -> str | None:
             said = dict(customer_id=customer_id, conversation_id=conversation_id, text=text, source_key=key)
             if bot is not None:
                 return (await bot.respond(channel=Channel.wechat, **said)).reply
-            return (await pipeline.run(channel=Channel.wechat, **said)).reply
+            reply = (await pipeline.run(channel=Channel.wechat, **said)).reply
+            if handoff is not None:
+                await handoff.hand_off(conversation_id, customer_id, Channel.wechat, "no_bot", None)
+            return reply
 
         work = asyncio.ensure_future(think())
         try:

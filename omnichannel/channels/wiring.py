@@ -90,6 +90,9 @@ class Channels:
         if settings.bot_enabled:
             self.sms.bot = self.bot
             self.wechat.bot = self.bot
+        else:  # no self-service: SMS and WeChat conversations go to the ACD like web chat's
+            self.sms.handoff = self.bot
+            self.wechat.handoff = self.bot
         self.webchat = WebChatService(
             self.db,
             self.sms.omni,
