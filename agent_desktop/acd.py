@@ -1,5 +1,6 @@
 """The ACD: contacts wait in queues, the router offers each to one agent (or, ring-all, to every eligible
-agent at once), offers time out, contacts overflow after the queue's max wait.
+agent at once), offers time out, contacts overflow after the queue's max wait (a chat that overflows to a
+callback or a message is told so on its channel; callbacks wait in ``pending_callbacks`` for an agent).
 
 Every web node runs the same loop (``start``): expire offers, end timed wrap-ups, overflow, then route the
 waiting contacts. Nodes never coordinate in memory; each step is a guarded update
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from agent_desktop.agents import AgentService
+from agent_desktop.chat import REPLY_KIND
 from agent_desktop.models import (
     LIVE_CONTACT_STATUSES,
     PRIORITY_RANK,
@@ -62,6 +64,14 @@ log = get_logger(__name__)
 
 ROUTING_LEASE = dt.timedelta(seconds=5)  # a node that died mid-routing gives the contact back after this
 DEFAULT_HANDLE_SECONDS = 180.0
+# What a chat customer is told when their chat overflows to a callback or a message (no agent now).
+OVERFLOW_NOTICES = {
+    "callback": "抱歉，客服暂时都在忙。我们已记下您的请求，稍后会联系您。"
+    "Sorry, all our agents are busy. We have noted your request and will get back to you soon.",
+    "voicemail": "抱歉，客服暂时都在忙。请在这里留言，我们会尽快回复。"
+    "Sorry, all our agents are busy. Leave us a message here and we will reply as soon as we can.",
+}
+NOTICE_ACTOR = Actor(type="system", name="汇流 Huiliu")
 
 
 @dataclass(frozen=True)
@@ -611,7 +621,69 @@ class Acd:
                 )
             if moved is not None:
                 log.info("acd.overflowed", contact=contact.id, to=queue.overflow.to, queue=moved.queue)
+                if moved.status is ContactStatus.overflowed and moved.kind is ContactKind.chat:
+                    moved = await self._tell_overflowed_chat(moved)
                 await self.notifier.contact_changed(moved)
+
+    async def _tell_overflowed_chat(self, contact: Contact) -> Contact:
+        """Tell a chat's customer, on their channel, that no agent comes now: a ``message.sent`` on the
+        conversation, the way an agent's reply reaches them (web chat from the bus, WeChat, SMS and email
+        through the channels); the contact keeps the message's id (``overflow_notice``)."""
+        text = OVERFLOW_NOTICES.get(contact.overflow or "")
+        if text is None or contact.conversation_id is None:
+            return contact
+        conversation = await self.omni.conversations.get(contact.conversation_id)
+        event, _ = await self.omni.timeline.append(
+            contact.customer_id,
+            NewEvent(
+                kind=REPLY_KIND,
+                channel=conversation.channel,
+                conversation_id=contact.conversation_id,
+                body={"text": text, "contact_id": contact.id, "notice": f"overflow.{contact.overflow}"},
+                idempotency_key=f"acd:{contact.id}:overflow_notice",
+            ),
+            NOTICE_ACTOR,
+        )
+        noted = await self.store.update_contact(
+            {"_id": contact_oid(contact.id)}, {"$set": {"overflow_notice": event.id}}
+        )
+        return noted or contact
+
+    # ------------------------------------------------------------------------------------ callbacks
+
+    async def pending_callbacks(self, user: User) -> list[Contact]:
+        """Contacts waiting for a callback nobody took yet: in the queues the agent serves (supervisors:
+        all), oldest first."""
+        queues = None
+        if not user.allows(Role.supervisor):
+            await self.agents.ensure(user)
+            queues = await self.queues_of(user.id)
+        return await self.store.pending_callbacks(queues)
+
+    async def take_callback(self, user: User, contact_id: str) -> Contact:
+        """One agent (of the contact's queue) takes a pending callback; anyone else gets ``Conflict``."""
+        await self.check_may_read(user, await self.store.contact(contact_id))
+        taken = await self.store.update_contact(
+            {
+                "_id": contact_oid(contact_id),
+                "status": ContactStatus.overflowed.value,
+                "overflow": "callback",
+                "callback_by": None,
+            },
+            {"$set": {"callback_by": user.id, "callback_taken_at": utcnow()}},
+        )
+        if taken is None:
+            raise Conflict("this callback is taken or no longer pending", code="callback_taken")
+        await self.notifier.contact_changed(taken)
+        return taken
+
+    async def check_may_read(self, user: User, contact: Contact) -> None:
+        """Agents see the contacts of the queues they serve (and their own); supervisors see all."""
+        if user.allows(Role.supervisor) or contact.agent_id == user.id:
+            return
+        await self.agents.ensure(user)
+        if contact.queue not in await self.queues_of(user.id):
+            raise Forbidden("this contact is in a queue you do not serve", code="not_your_queue")
 
     # ----------------------------------------------------------------------------------- read models
 

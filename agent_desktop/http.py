@@ -88,6 +88,27 @@ async def contact_position(request: web.Request) -> Position:
     return await request.app[DESKTOP].acd.position(request.match_info["contact_id"])
 
 
+@api.route(
+    "GET",
+    "/api/desktop/callbacks",
+    summary="Callbacks nobody took yet, in my queues (supervisors: all), oldest first",
+    response=list[Contact],
+)
+async def pending_callbacks(request: web.Request) -> list[Contact]:
+    return await request.app[DESKTOP].acd.pending_callbacks(await current_user(request))
+
+
+@api.route(
+    "POST",
+    "/api/desktop/callbacks/{contact_id}/take",
+    summary="Take a pending callback (one agent gets it; 409 callback_taken for the others)",
+    response=Contact,
+)
+async def take_callback(request: web.Request) -> Contact:
+    user = await current_user(request)
+    return await request.app[DESKTOP].acd.take_callback(user, request.match_info["contact_id"])
+
+
 @api.route("GET", "/api/desktop/queues", summary="List queues", response=list[QueueConfig])
 async def list_queues(request: web.Request) -> list[QueueConfig]:
     return await request.app[DESKTOP].store.all_queues()

@@ -224,6 +224,9 @@ class Contact(BaseModel):
     connected_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
     overflow: str | None = None
+    overflow_notice: str | None = Field(default=None, description="The message telling a chat it overflowed")
+    callback_number: str | None = Field(default=None, description="The number to call back (IVR callbacks)")
+    callback_by: str | None = Field(default=None, description="The agent who took the callback")
     wrap_up_codes: list[str] = []
 
 

@@ -129,6 +129,9 @@ def contact_from_doc(doc: Doc) -> Contact:
         connected_at=when("connected_at"),
         ended_at=when("ended_at"),
         overflow=doc.get("overflow"),
+        overflow_notice=doc.get("overflow_notice"),
+        callback_number=doc.get("callback_number"),
+        callback_by=doc.get("callback_by"),
         wrap_up_codes=doc.get("wrap_up_codes", []),
     )
 
@@ -367,6 +370,14 @@ class AcdStore:
     async def contacts_with_status(self, *statuses: ContactStatus) -> list[Contact]:
         query: Doc = {"status": {"$in": [status.value for status in statuses]}}
         return [contact_from_doc(doc) async for doc in self.contacts.find(query)]
+
+    async def pending_callbacks(self, queues: list[str] | None, limit: int = 200) -> list[Contact]:
+        """Contacts overflowed to a callback nobody took yet (of ``queues``; None: all), oldest first."""
+        query: Doc = {"status": ContactStatus.overflowed.value, "overflow": "callback", "callback_by": None}
+        if queues is not None:
+            query["queue"] = {"$in": queues}
+        cursor = self.contacts.find(query, sort=[("enqueued_at", 1)], limit=limit)
+        return [contact_from_doc(doc) async for doc in cursor]
 
     async def last_served_by(self, customer_id: str, since: dt.datetime) -> str | None:
         async for doc in self.contacts.find(
