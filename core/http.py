@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.api import OPERATION_KEY, USER_KEY, Api, Operation, current_user, json_response, openapi_spec
 from core.audit import AuditEntry, AuditLog
 from core.auth import NewUser, Role, User, UserPatch, UserService
+from core.db import utcnow
 from core.errors import HuiliuError, Unauthorized, Unavailable
 from core.log import get_logger
 from core.metrics import AUDIT_FAILURES, DEPENDENCY_UP, HTTP_LATENCY, HTTP_REQUESTS
@@ -205,8 +206,10 @@ async def login(request: web.Request, body: LoginRequest) -> LoginResponse:
 
 @api.route("POST", "/api/auth/logout", summary="Revoke the token used for this request", status=204)
 async def logout(request: web.Request) -> None:
+    user = await current_user(request)
     header = request.headers.get("Authorization", "")
     await request.app[USERS].logout(header.partition(" ")[2].strip())
+    await _announce(request, "auth.logged_out", user.id)
 
 
 @api.route("GET", "/api/auth/me", summary="The logged-in user", response=User)
@@ -235,7 +238,19 @@ async def create_user(request: web.Request, body: NewUser) -> User:
     response=User,
 )
 async def update_user(request: web.Request, body: UserPatch) -> User:
-    return await request.app[USERS].update(request.match_info["user_id"], body)
+    user = await request.app[USERS].update(request.match_info["user_id"], body)
+    await _announce(request, "user.updated", user.id)
+    return user
+
+
+async def _announce(request: web.Request, topic: str, user_id: str) -> None:
+    """Tell every web node that ``user_id``'s sign-in or role changed: their open sockets are checked at
+    once (``agent_desktop.socket.SESSION_TOPICS``) instead of living on with what the user no longer has."""
+    from core.app import BUS  # core.app builds on this module
+
+    bus = request.app.get(BUS)
+    if bus is not None:
+        await bus.publish(topic, {"id": secrets.token_hex(8), "ts": utcnow(), "user_id": user_id})
 
 
 @api.route(
