@@ -81,11 +81,14 @@ async def wrap_up_contact(request: web.Request, body: WrapUp) -> Contact:
 @api.route(
     "GET",
     "/api/desktop/contacts/{contact_id}/position",
-    summary="Place in line and expected wait",
+    summary="Place in line and expected wait (agents: contacts of the queues they serve)",
     response=Position,
 )
 async def contact_position(request: web.Request) -> Position:
-    return await request.app[DESKTOP].acd.position(request.match_info["contact_id"])
+    acd = request.app[DESKTOP].acd
+    contact_id = request.match_info["contact_id"]
+    await acd.check_may_read(await current_user(request), await acd.store.contact(contact_id))
+    return await acd.position(contact_id)
 
 
 @api.route(
