@@ -1,7 +1,7 @@
 """An open socket does not outlive its sign-in: a logged-out agent, or a supervisor demoted to agent, is
-disconnected with an ``error`` event saying why — at their next command, at once when the change is
-announced on the bus (on every web node), and within seconds for supervisors in any case. Real
-python-socketio clients on the real app."""
+disconnected with an ``error`` event saying why — at once when the change is announced on the bus (on every
+web node; the REST routes announce, see test_socket_logout_http.py), and otherwise at their next command, and
+within seconds for supervisors in any case. Real python-socketio clients on the real app."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uuid
 from aiohttp.test_utils import TestServer
 
 from core.app import BUS
-from core.auth import NewUser, Role
+from core.auth import NewUser, Role, UserPatch
 from core.db import utcnow
 from core.http import USERS
 from tests.conftest import ApiClient
@@ -28,15 +28,14 @@ async def disconnected(socket: AgentSocket, within: float) -> bool:
     return False
 
 
-async def test_a_logged_out_agents_socket_is_disconnected_at_its_next_command(
-    server: TestServer, http: ApiClient, connect: Connect
+async def test_a_token_revoked_unannounced_ends_the_agents_socket_at_its_next_command(
+    server: TestServer, connect: Connect
 ) -> None:
     _, token = await make_agent(server, "leaves_a_tab_open", {"after_sales": 1})
     desk = await connect(server, token)
     assert "ok" in await desk.call("state", {"state": "available"})
 
-    status, _, _ = await ApiClient(http.session, http.base, token).request("POST", "/api/auth/logout")
-    assert status == 204
+    await server.app[USERS].logout(token)  # revoked, and nobody told the sockets
 
     reply = await desk.call("state", {"state": "break", "reason": "lunch"})
     assert reply["error"]["code"] == "invalid_token"
@@ -44,8 +43,8 @@ async def test_a_logged_out_agents_socket_is_disconnected_at_its_next_command(
     assert await disconnected(desk, within=2)
 
 
-async def test_a_supervisor_demoted_to_agent_loses_the_supervisor_socket_within_seconds(
-    server: TestServer, http: ApiClient, admin: ApiClient, connect: Connect
+async def test_a_supervisor_demoted_unannounced_loses_the_supervisor_socket_within_seconds(
+    server: TestServer, connect: Connect
 ) -> None:
     users = server.app[USERS]
     demoted = await users.create(
@@ -55,10 +54,9 @@ async def test_a_supervisor_demoted_to_agent_loses_the_supervisor_socket_within_
     board = await connect(server, token, "/supervisor")
     assert "ok" in await board.call("wallboard")
 
-    status, _, _ = await admin.request("PATCH", f"/api/users/{demoted.id}", json={"role": "agent"})
-    assert status == 200
+    await users.update(demoted.id, UserPatch(role=Role.agent))  # nobody told the sockets
 
-    # no command from the wallboard: the node checks its supervisors' sockets by itself
+    # no command from the wallboard either: the node checks its supervisors' sockets by itself
     assert await disconnected(board, within=5)
     assert (await board.next("error"))["code"] == "forbidden_role"
     desk = await connect(server, token)  # still an agent with a valid token
