@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from agent_desktop.alerting import AlertTexter, alert_texter
 from agent_desktop.models import (
@@ -50,10 +50,11 @@ from agent_desktop.models import (
     StateChange,
     WrapUp,
 )
+from agent_desktop.store import contact_from_doc
 from agent_desktop.wallboard import CHANGE_SKEW
 from core.auth import Role, User
 from core.db import utcnow
-from core.errors import HuiliuError
+from core.errors import HuiliuError, NotFound
 from core.log import get_logger
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
     from agent_desktop.service import Desktop
 
 log = get_logger(__name__)
+
+PARTIAL_TOPIC = "transcript.partial"  # what asr.transcripts and ivr_flows.transcript publish partials on
 
 TokenResolver = Callable[[str], Awaitable[User]]
 AGENT_NS = "/agent"
@@ -85,8 +88,22 @@ def queue_room(queue_id: str) -> str:
     return f"queue:{queue_id}"
 
 
+def call_room(call_id: str) -> str:
+    """Supervisors following one call's live transcript (``watch_call``)."""
+    return f"call:{call_id}"
+
+
 class ContactRef(BaseModel):
     contact_id: str
+
+
+class CallRef(BaseModel):
+    call_id: str = Field(min_length=1, max_length=200)
+
+
+class CallTranscriptSoFar(BaseModel):
+    call_id: str
+    finals: list[dict[str, Any]]  # transcript.final timeline events of the call, oldest first
 
 
 class WrapUpRequest(WrapUp):
@@ -176,6 +193,9 @@ class DesktopSockets:
             self._unsubscribe = [
                 bus.subscribe("timeline.message.*", self._relay("chat.message")),
                 bus.subscribe("timeline.transcript.final", self._relay("transcript")),
+                bus.subscribe("timeline.transcript.final", self._to_call_watchers("transcript")),
+                bus.subscribe(PARTIAL_TOPIC, self._relay_partial),
+                bus.subscribe(PARTIAL_TOPIC, self._to_call_watchers("transcript.partial")),
                 *(bus.subscribe(topic, self._session_changed) for topic in SESSION_TOPICS),
             ]
         if self._app is not None and self._alert_texter is None:
@@ -467,6 +487,62 @@ class DesktopSockets:
 
         return relay
 
+    async def _relay_partial(self, event: dict[str, Any]) -> None:
+        """A partial transcript (not on the timeline: it is replaced by the next one) to the agent who has
+        the call or chat it belongs to, as ``transcript.partial``."""
+        conversation_id, call_id = event.get("conversation_id"), event.get("call_id")
+        if isinstance(conversation_id, str):
+            contact = await self.desktop.chat.serving(conversation_id)
+        elif isinstance(call_id, str):
+            doc = await self.desktop.store.contacts.find_one(
+                {"external_ref": call_id, "status": ContactStatus.connected.value}
+            )
+            contact = contact_from_doc(doc) if doc else None
+        else:
+            return
+        if contact is None or contact.agent_id is None:
+            return
+        data = {key: value for key, value in event.items() if key != "topic"}
+        await self.sio.emit(
+            "transcript.partial",
+            {**data, "contact_id": contact.id},
+            room=agent_room(contact.agent_id),
+            namespace=AGENT_NS,
+            ignore_queue=True,
+        )
+
+    def _to_call_watchers(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        """A bus handler sending a call's transcript (finals and partials) to the supervisors who watch it."""
+
+        async def relay(event: dict[str, Any]) -> None:
+            call_id = event.get("call_id") or event.get("body", {}).get("call_id")
+            if not isinstance(call_id, str):
+                return
+            room = call_room(call_id)
+            if not self.sio.manager.rooms.get(SUPERVISOR_NS, {}).get(room):
+                return  # nobody here watches it
+            data = {key: value for key, value in event.items() if key != "topic"}
+            await self.sio.emit(name, data, room=room, namespace=SUPERVISOR_NS, ignore_queue=True)
+
+        return relay
+
+    async def call_transcript(self, call_id: str) -> CallTranscriptSoFar:
+        """What the caller has said so far on ``call_id`` (its ``transcript.final`` events)."""
+        call = await self.desktop.store.contacts.database["calls"].find_one({"_id": call_id})
+        if call is None:
+            raise NotFound(f"no call {call_id!r}", code="call_not_found")
+        finals: list[dict[str, Any]] = []
+        if call.get("customer_id"):
+            page = await self.acd.omni.timeline.page(
+                str(call["customer_id"]), limit=100, kinds=["transcript.final"]
+            )
+            finals = [
+                event.model_dump(mode="json")
+                for event in reversed(page.events)
+                if event.body.get("call_id") == call_id
+            ]
+        return CallTranscriptSoFar(call_id=call_id, finals=finals)
+
     async def resume(self, user: User) -> ResumeState:
         desktop = self.desktop
         agent = await desktop.agents.ensure(user)
@@ -654,3 +730,23 @@ class _SupervisorNamespace(_DesktopNamespace):
     async def on_force_state(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
         return await socket_ack(lambda: self.sockets.force_state(user, data))
+
+    async def on_watch_call(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Follow a call's live transcript: ``transcript`` (finals) and ``transcript.partial`` events until
+        ``unwatch_call``; the ack carries what was said so far."""
+
+        async def watch() -> CallTranscriptSoFar:
+            call_id = CallRef.model_validate(data).call_id
+            so_far = await self.sockets.call_transcript(call_id)
+            await self.enter_room(sid, call_room(call_id))
+            return so_far
+
+        return await socket_ack(watch)
+
+    async def on_unwatch_call(self, sid: str, data: Any = None) -> dict[str, Any]:
+        async def unwatch() -> CallRef:
+            ref = CallRef.model_validate(data)
+            await self.leave_room(sid, call_room(ref.call_id))
+            return ref
+
+        return await socket_ack(unwatch)

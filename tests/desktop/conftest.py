@@ -36,6 +36,7 @@ class AgentSocket:
             "queue.contact",
             "chat.message",
             "transcript",
+            "transcript.partial",
             "wallboard",
             "alert",
             "alert.cleared",
