@@ -30,6 +30,7 @@ from telephony.api import (
     CallState,
     Direction,
     DtmfEvent,
+    DtmfMethod,
     HangupCause,
     PlaybackOutcome,
     Prompt,
@@ -63,6 +64,8 @@ TRANSFER_TIMEOUT = 30.0
 CONSULT_TIMEOUT = 30.0
 # how long a refused command waits for the call's end to arrive before it counts as an error
 ENDED_GRACE = 1.0
+# how long pjmedia takes to send one RFC 2833 key (a 200 ms event, its end packets, a gap)
+DTMF_DIGIT_SECONDS = 0.3
 # a recording may hold this much less than the time its recorder ran (clock start-up, the last buffer, a
 # media clock that fell behind on a loaded machine) before it counts as incomplete
 RECORDING_SLACK_SECONDS = 0.5
@@ -162,6 +165,7 @@ class PjsuaCall:
         self._tap_flags = (False, False)
         self._frame_queues: set[asyncio.Queue[bytes | None]] = set()
         self._tap_lock = asyncio.Lock()
+        self._keys = asyncio.Lock()  # DTMF going out (see send_dtmf)
         self.end_status = 0
 
     # -- properties
@@ -552,16 +556,36 @@ class PjsuaCall:
         self.journal.transferred(uri, attended, utcnow())
         await self.hangup(HangupCause.transferred)
 
+    async def send_dtmf(self, digits: str) -> None:
+        """Send ``digits`` (0-9 * # A-D) to the other side as RFC 2833 telephone events; returns once they
+        are out. The call must be answered. Calls wait for each other, and a hold waits for them: a
+        re-INVITE while pjmedia still sends an event cuts it (the other side heard the previous digit twice
+        instead)."""
+        self._alive()
+        if self._answered_mono is None:
+            raise CallError("the call is not answered yet")
+        async with self._keys:
+            await self._media()
+            if not self._tap_flags[1]:
+                # pjmedia sends events only while the conference bridge clocks the call's port, which it
+                # does only when something transmits to it: the sending tap (silence when idle) does
+                await self._retap(sending=True)
+            handle = self.handle
+            await self._command(lambda engine: engine.send_dtmf(handle, digits, DtmfMethod.rfc2833))
+            await self._until_ended(asyncio.sleep(DTMF_DIGIT_SECONDS * len(digits)))
+
     async def hold(self) -> None:
         self._alive()
         handle = self.handle
-        await self._command(lambda engine: engine.hold(handle))
+        async with self._keys:
+            await self._command(lambda engine: engine.hold(handle))
         self._state = CallState.held
 
     async def unhold(self) -> None:
         self._alive()
         handle = self.handle
-        await self._command(lambda engine: engine.unhold(handle))
+        async with self._keys:
+            await self._command(lambda engine: engine.unhold(handle))
         self._state = CallState.answered
 
     async def hangup(self, cause: HangupCause | str = HangupCause.normal) -> None:

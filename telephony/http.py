@@ -1,5 +1,6 @@
-"""REST operations on live calls: list them, hang one up, transfer one, hold one (sent to the owning worker);
-and the recordings' metadata (a recording the disk could not hold shows there with its error).
+"""REST operations on live calls: list them, hang one up, transfer one, hold one, send DTMF on one (each sent
+to the owning worker); and the recordings' metadata (a recording the disk could not hold shows there with
+its error).
 
 Who may act on a call is the composition root's rule (``CALL_ACCESS``, set by ``core.app``: an agent only on
 the call connected to them, a supervisor on any); without one, any signed-in user may.
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.api import Api, current_user
 from core.auth import Role, User
 from core.db import as_utc
+from core.http import audit_details
 from telephony.control import CallControl
 from telephony.store import TelephonyStore
 
@@ -52,6 +54,13 @@ class LiveCall(BaseModel):
 class HoldRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     on: bool = Field(default=True, description="true: put the caller on hold; false: take them off it")
+
+
+class DtmfRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    digits: str = Field(
+        pattern=r"^[0-9*#A-Da-d]{1,32}$", description="Keys to send, in order (RFC 2833): 0-9 * # A-D"
+    )
 
 
 class TransferRequest(BaseModel):
@@ -118,6 +127,20 @@ async def transfer(request: web.Request, body: TransferRequest) -> None:
 )
 async def hold(request: web.Request, body: HoldRequest) -> None:
     await request.app[CALL_CONTROL].hold(await _may_control(request), body.on)
+
+
+@api.route(
+    "POST",
+    "/api/calls/{call_id}/dtmf",
+    summary="Send keypad digits to the other side of a call in progress (RFC 2833)",
+    body=DtmfRequest,
+    status=204,
+    audit_target="call_id",
+)
+async def send_dtmf(request: web.Request, body: DtmfRequest) -> None:
+    call_id = await _may_control(request)
+    audit_details(request, digits=len(body.digits))  # how many, not which: they may be a PIN
+    await request.app[CALL_CONTROL].send_dtmf(call_id, body.digits.upper())
 
 
 class RecordingQuery(BaseModel):

@@ -8,8 +8,8 @@
 * writes a heartbeat document every ``telephony_heartbeat_seconds``: when it stops (the process died), any
   node's sweeper — or any web process's, when the whole node died — ends this worker's calls with cause
   ``node_lost``;
-* takes commands for its calls (hang up, transfer) from its Redis list ``huiliu:telephony:commands:<id>``
-  (``telephony.control.CallControl`` sends them);
+* takes commands for its calls (hang up, transfer, hold, DTMF, media for a web softphone) from its Redis
+  list ``huiliu:telephony:commands:<id>`` (``telephony.control.CallControl`` sends them);
 * on SIGTERM refuses new calls (503: the SIP front tries another worker), lets the calls it has finish for
   up to ``telephony_drain_seconds``, then hangs up the rest.
 """
@@ -355,8 +355,15 @@ class TelephonyWorker:
                 self._relay_media(call)
             elif command.get("op") == "hold":
                 await (call.hold() if command.get("on", True) else call.unhold())
+            elif command.get("op") == "dtmf":
+                if call.answered_at is None:
+                    reply = {"ok": False, "code": "call_not_answered", "detail": "the call is still ringing"}
+                else:
+                    await call.send_dtmf(str(command["digits"]))
             else:
                 reply = {"ok": False, "code": "unknown_command", "detail": str(command.get("op"))}
+        except CallEnded:
+            reply = {"ok": False, "code": "call_not_found", "detail": "the call has ended"}
         except Exception as exc:
             reply = {"ok": False, "code": "command_failed", "detail": str(exc)}
         reply_to = command.get("reply_to")

@@ -151,6 +151,8 @@ addTranslations({
     "error.invalid_transition": "工单不能改为该状态。",
     "error.agent_not_found": "找不到该坐席。",
     "error.user_not_found": "找不到该用户。",
+    "error.not_your_call": "这不是接到您这里的通话。",
+    "error.call_not_answered": "对方尚未接听，暂不能按键。",
   },
   en: {
     "desktop.title": "Huiliu · Agent desktop",
@@ -301,5 +303,7 @@ addTranslations({
     "error.invalid_transition": "The ticket cannot move to that status.",
     "error.agent_not_found": "No such agent.",
     "error.user_not_found": "No such user.",
+    "error.not_your_call": "This call is not connected to you.",
+    "error.call_not_answered": "The other side has not answered yet; keys cannot be sent.",
   },
 });

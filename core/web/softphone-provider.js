@@ -5,6 +5,7 @@
 //   the caller's voice to an <audio> element; detach(callId) when it ends.
 // mute(callId, on): stop sending the microphone (the caller hears silence).
 // hold(callId, on): put the caller on hold at the telephony worker (POST /api/calls/{id}/hold).
+// sendDtmf(callId, digit): a keypad key to the other side, RFC 2833 (POST /api/calls/{id}/dtmf).
 // A supervisor's listen / whisper / barge lives on the wallboard (wallboard.js), not here.
 
 import { api, h } from "./desktop.dom.js";
@@ -87,6 +88,11 @@ const provider = {
       json: { on },
     });
     if (phone && phone.callId === callId) phone.mute(on);
+  },
+  async sendDtmf(callId, digits) {
+    await api("POST", `/api/calls/${encodeURIComponent(callId)}/dtmf`, {
+      json: { digits },
+    });
   },
   // for tests and diagnostics: what the agent hears (RMS 0..1) and the media connection's state
   level: () => (phone ? phone.level() : 0),

@@ -7,9 +7,11 @@
         --say speech.wav --say-at 1.0 --hangup-at 12                                  # an IVR caller
 
 It records what it hears on each call to a WAV file and prints one JSON line: per call whether it
-connected, its final status and the RMS level of what it heard — the call it placed (``call``), one it was
-transferred to (REFER: ``transferred``), calls it answered (``in1``…) and calls that replaced those
-(attended transfer: ``replaced``). With ``--answer-on`` it first prints ``listening`` when ready.
+connected, its final status, the RMS level of what it heard, the DTMF digits it received (``dtmf``, with
+how they came: ``dtmf_methods``) and the media states it went through (``media``: ``active``,
+``remote_hold``…) — the call it placed (``call``), one it was transferred to (REFER: ``transferred``), calls
+it answered (``in1``…) and calls that replaced those (attended transfer: ``replaced``). With
+``--answer-on`` it first prints ``listening`` when ready.
 """
 
 from __future__ import annotations
@@ -56,6 +58,15 @@ def rms(path: Path) -> tuple[float, float]:
     return math.sqrt(sum(v * v for v in values) / count), count / rate
 
 
+MEDIA_STATES = {
+    pj.PJSUA_CALL_MEDIA_NONE: "none",
+    pj.PJSUA_CALL_MEDIA_ACTIVE: "active",
+    pj.PJSUA_CALL_MEDIA_LOCAL_HOLD: "local_hold",
+    pj.PJSUA_CALL_MEDIA_REMOTE_HOLD: "remote_hold",
+    pj.PJSUA_CALL_MEDIA_ERROR: "error",
+}
+
+
 class PeerCall(pj.Call):  # type: ignore[misc]
     def __init__(self, account: Any, peer: Peer, label: str, call_id: int = -1) -> None:
         if call_id == -1:
@@ -71,6 +82,13 @@ class PeerCall(pj.Call):  # type: ignore[misc]
         self.player: Any = None
         self.speech: Any = None
         self.record_path = peer.workdir / f"{label}-heard.wav"
+        self.digits = ""
+        self.dtmf_methods: set[str] = set()
+        self.media_states: list[str] = []
+
+    def onDtmfDigit(self, prm: Any) -> None:
+        self.digits += str(prm.digit)
+        self.dtmf_methods.add("rfc2833" if prm.method == pj.PJSUA_DTMF_METHOD_RFC2833 else "sip_info")
 
     def onCallState(self, prm: Any) -> None:
         info = self.getInfo()
@@ -84,6 +102,10 @@ class PeerCall(pj.Call):  # type: ignore[misc]
     def onCallMediaState(self, prm: Any) -> None:
         info = self.getInfo()
         for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO:
+                state = MEDIA_STATES.get(media.status, str(media.status))
+                if not self.media_states or self.media_states[-1] != state:
+                    self.media_states.append(state)
             if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
                 audio = self.getAudioMedia(index)
                 if self.recorder is None:
@@ -209,6 +231,9 @@ class Peer:
                 "status": call.status,
                 "rms": round(level, 1),
                 "heard_seconds": round(seconds, 2),
+                "dtmf": call.digits,
+                "dtmf_methods": sorted(call.dtmf_methods),
+                "media": call.media_states,
             }
         return result
 

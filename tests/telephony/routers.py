@@ -4,6 +4,7 @@
 2000  voicemail: a beep, then record the caller for up to 2 s (``#`` ends it)
 3000  blind transfer to 1000
 4000  media tap: measure the caller's audio for 1 s (``ivr.step`` with its RMS), answer with a tone
+5000  parked: answered, then nothing until the caller hangs up (a call waiting for an agent to act on it)
 consult-<port>  attended transfer to the phone answering on 127.0.0.1:<port> (consultation call first)
 """
 
@@ -77,9 +78,14 @@ async def media_tap(call: Call) -> None:
     await call.collect_dtmf(1, first_digit_timeout=3.0)
 
 
+async def parked(call: Call) -> None:
+    await call.answer()
+    await call.hung_up.wait()
+
+
 def router(settings: Settings) -> CallRouter:
     demo = demo_router(settings)
-    handlers = {"2000": voicemail, "3000": blind_transfer, "4000": media_tap}
+    handlers = {"2000": voicemail, "3000": blind_transfer, "4000": media_tap, "5000": parked}
     demo_line = demo.route(settings.telephony_demo_number)
     assert demo_line is not None
     return TestLines(StaticRouter({settings.telephony_demo_number: demo_line, **handlers}))
