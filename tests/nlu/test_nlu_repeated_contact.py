@@ -147,3 +147,32 @@ async def test_a_caller_is_counted_by_number_with_the_call_in_progress_left_out(
     contacts = RecentContacts(omni.timeline, omni.customers, window=dt.timedelta(hours=72))
     assert await contacts.for_caller("13800000004") == 2
     assert await contacts.for_caller("+8613900000000") == 0  # a number never seen
+
+
+async def test_a_conversation_is_counted_once_while_the_customer_goes_on_writing(omni: Omnichannel) -> None:
+    customer_id, conversation_id = await sms_customer(omni, "+8613800000009")
+    await inbound(omni, customer_id, None, ago=dt.timedelta(hours=30), channel=Channel.wechat)
+    now = [utcnow()]
+    recent = RecentContacts(
+        omni.timeline, omni.customers, window=dt.timedelta(hours=72), clock=lambda: now[0]
+    )
+    reads = 0
+    page = omni.timeline.page
+
+    async def counted_page(*args: object, **kwargs: object) -> object:
+        nonlocal reads
+        reads += 1
+        return await page(*args, **kwargs)  # type: ignore[arg-type]
+
+    omni.timeline.page = counted_page  # type: ignore[method-assign]
+    for _ in range(5):  # five lines of one chat
+        await inbound(omni, customer_id, conversation_id, ago=dt.timedelta(0))
+        assert await recent.before(customer_id, channel=Channel.sms, conversation_id=conversation_id) == 1
+    assert reads == 1
+
+    await inbound(
+        omni, customer_id, None, ago=dt.timedelta(minutes=1), channel=Channel.voice, kind="call.started"
+    )
+    now[0] += dt.timedelta(minutes=6)  # remembered for five minutes: then counted again, the call too
+    assert await recent.before(customer_id, channel=Channel.sms, conversation_id=conversation_id) == 2
+    assert reads == 2
