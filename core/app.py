@@ -14,6 +14,7 @@ from aiohttp import web
 from agent_desktop import DESKTOP, ContactKind, Desktop, DesktopSockets
 from agent_desktop.http import api as agent_desktop_api
 from agent_desktop.models import LIVE_CONTACT_STATUSES
+from agent_desktop.outbound import OutboundCalls
 from agent_desktop.socket import agent_room
 from agent_desktop.softphone import Softphone, agents_own_their_calls, call_access, use_host_addresses
 from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER
@@ -46,7 +47,7 @@ from omnichannel.channels.webchat_http import mount_webchat
 from omnichannel.http import api as omnichannel_api
 from telephony import HangupCause, LostCallWatch
 from telephony.control import CallControl
-from telephony.http import CALL_ACCESS, CALL_CONTROL, TELEPHONY_STORE
+from telephony.http import CALL_ACCESS, CALL_CONTROL, OUTBOUND_CALLS, TELEPHONY_STORE
 from telephony.http import api as telephony_api
 from telephony.store import ENDED, TelephonyStore
 from tickets import TICKETS, create_service
@@ -134,6 +135,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[SOCKETS].bind(users.resolve, app[DESKTOP])
     app[SOFTPHONE] = _softphone(app, redis, settings)
     app[CALL_ACCESS] = agents_own_their_calls(app[DESKTOP].store)
+    app[OUTBOUND_CALLS] = OutboundCalls(app[DESKTOP]).dial
     prepared = asyncio.Event()
 
     async def schema_ready() -> None:

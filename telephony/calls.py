@@ -89,6 +89,9 @@ class Journal(Protocol):
 
     def recording(self, recording: Recording, started_at: dt.datetime) -> None: ...
 
+    async def flush(self) -> None:
+        """Return once every fact so far is written (the call document first of all)."""
+
 
 class UnrecordedCall:
     """The journal of a leg that is not a customer's call (the consultation leg of an attended transfer):
@@ -110,6 +113,9 @@ class UnrecordedCall:
         pass
 
     def recording(self, recording: Recording, started_at: dt.datetime) -> None:
+        pass
+
+    async def flush(self) -> None:
         pass
 
 
@@ -555,6 +561,10 @@ class PjsuaCall:
             self._transfer = None
         self.journal.transferred(uri, attended, utcnow())
         await self.hangup(HangupCause.transferred)
+
+    async def wait_answered(self) -> None:
+        """Return once the call is answered (at once if it is); ``CallEnded`` if it ends first."""
+        await self._until_ended(self._answered.wait())
 
     async def send_dtmf(self, digits: str) -> None:
         """Send ``digits`` (0-9 * # A-D) to the other side as RFC 2833 telephone events; returns once they

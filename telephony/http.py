@@ -1,9 +1,11 @@
 """REST operations on live calls: list them, hang one up, transfer one, hold one, send DTMF on one (each sent
-to the owning worker); and the recordings' metadata (a recording the disk could not hold shows there with
-its error).
+to the owning worker); dial out; and the recordings' metadata (a recording the disk could not hold shows
+there with its error).
 
 Who may act on a call is the composition root's rule (``CALL_ACCESS``, set by ``core.app``: an agent only on
-the call connected to them, a supervisor on any); without one, any signed-in user may.
+the call connected to them, a supervisor on any); without one, any signed-in user may. What an agent's
+outbound call is on the agent desktop is the composition root's too (``OUTBOUND_CALLS``); without it the
+call is only placed.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.api import Api, current_user
 from core.auth import Role, User
 from core.db import as_utc
-from core.http import audit_details
+from core.http import SETTINGS, audit_details
 from telephony.control import CallControl
+from telephony.sip import dialable_number
 from telephony.store import TelephonyStore
 
 api = Api("calls")
@@ -28,6 +31,23 @@ CALL_CONTROL = web.AppKey("call_control", CallControl)
 TELEPHONY_STORE = web.AppKey("telephony_store", TelephonyStore)
 CallAccess = Callable[[User, str], Awaitable[None]]
 CALL_ACCESS: web.AppKey[CallAccess] = web.AppKey("call_access")
+
+
+class DialedCall(BaseModel):
+    call_id: str = Field(description="The new call's id (SIP Call-ID); it rings until the number answers")
+    number: str = Field(description="The number dialed, E.164")
+    customer_id: str | None = Field(default=None, description="The customer owning the number")
+    conversation_id: str | None = None
+    contact_id: str | None = Field(
+        default=None, description="The agent desktop's contact for the call, connected to the agent"
+    )
+
+
+PlaceCall = Callable[[str], Awaitable[str]]
+"""E.164 number → the id of the call placed to it (``CallControl.dial``)."""
+OutboundCalls = Callable[[User, str, PlaceCall], Awaitable[DialedCall]]
+"""(agent, E.164 number, place) → the call placed for the agent, as the desktop records it."""
+OUTBOUND_CALLS: web.AppKey[OutboundCalls] = web.AppKey("outbound_calls")
 
 
 async def _may_control(request: web.Request) -> str:
@@ -60,6 +80,15 @@ class DtmfRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     digits: str = Field(
         pattern=r"^[0-9*#A-Da-d]{1,32}$", description="Keys to send, in order (RFC 2833): 0-9 * # A-D"
+    )
+
+
+class DialRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: str = Field(
+        min_length=1,
+        max_length=40,
+        description="A phone number; without a country code it is read in the platform's default region",
     )
 
 
@@ -141,6 +170,28 @@ async def send_dtmf(request: web.Request, body: DtmfRequest) -> None:
     call_id = await _may_control(request)
     audit_details(request, digits=len(body.digits))  # how many, not which: they may be a PIN
     await request.app[CALL_CONTROL].send_dtmf(call_id, body.digits.upper())
+
+
+@api.route(
+    "POST",
+    "/api/calls/dial",
+    summary="Call a number out: the agent's softphone is on the call; it rings until the number answers",
+    body=DialRequest,
+    response=DialedCall,
+    status=201,
+)
+async def dial(request: web.Request, body: DialRequest) -> DialedCall:
+    user = await current_user(request)
+    number = dialable_number(body.number, request.app[SETTINGS].default_region)
+    audit_details(request, number=number)
+    control = request.app[CALL_CONTROL]
+    outbound = request.app.get(OUTBOUND_CALLS)
+    if outbound is None:
+        dialed = DialedCall(call_id=await control.dial(number), number=number)
+    else:
+        dialed = await outbound(user, number, control.dial)
+    audit_details(request, call_id=dialed.call_id, contact_id=dialed.contact_id)
+    return dialed
 
 
 class RecordingQuery(BaseModel):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import phonenumbers
+
 from core.errors import Invalid
 from omnichannel import normalize_phone
 
@@ -62,6 +64,32 @@ def display_number(user: str, default_region: str) -> str:
         return normalize_phone(user, default_region)
     except Invalid:
         return user
+
+
+_DIALABLE = re.compile(r"^\+?[0-9 ().-]{3,40}$")
+
+
+def dialable_number(raw: str, default_region: str) -> str:
+    """The E.164 form of a phone number an agent typed to call out (``138 0013 8000``, ``+86 10 6552 9988``,
+    ``0086…``); ``Invalid`` (code ``invalid_number``) for anything that is not a valid phone number of a
+    real numbering plan — letters, SIP URIs, short codes and extensions included."""
+    text = raw.strip()
+    if not _DIALABLE.match(text):
+        raise Invalid(
+            f"not a phone number: {raw!r} (digits, with an optional leading +, spaces, dashes or brackets)",
+            code="invalid_number",
+        )
+    try:
+        e164 = normalize_phone(text, default_region)
+        valid = phonenumbers.is_valid_number(phonenumbers.parse(e164))
+    except (Invalid, phonenumbers.NumberParseException):
+        valid = False
+    if not valid:
+        raise Invalid(
+            f"{raw!r} is not a valid phone number (without a country code it is read as {default_region})",
+            code="invalid_number",
+        )
+    return e164
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@
 * writes a heartbeat document every ``telephony_heartbeat_seconds``: when it stops (the process died), any
   node's sweeper — or any web process's, when the whole node died — ends this worker's calls with cause
   ``node_lost``;
-* takes commands for its calls (hang up, transfer, hold, DTMF, media for a web softphone) from its Redis
-  list ``huiliu:telephony:commands:<id>`` (``telephony.control.CallControl`` sends them);
+* takes commands for its calls (hang up, transfer, hold, DTMF, media for a web softphone) and places the
+  calls agents dial, from its Redis list ``huiliu:telephony:commands:<id>`` (``telephony.control.CallControl``
+  sends them);
 * on SIGTERM refuses new calls (503: the SIP front tries another worker), lets the calls it has finish for
   up to ``telephony_drain_seconds``, then hangs up the rest.
 """
@@ -29,6 +30,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -73,6 +75,10 @@ MONGO_POOL_SIZE = 4
 STOP_GRACE_SECONDS = 20.0
 # events for handles nobody claimed yet (an outbound call's first events race its creation)
 UNCLAIMED_EVENT_HANDLES = 256
+# an agent's outbound call nobody answered is given up after this long
+AGENT_DIAL_RING_SECONDS = 60.0
+# how long placing an agent's call waits for its call document (MongoDB slow or away: the call goes on)
+AGENT_DIAL_RECORDED_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -345,7 +351,9 @@ class TelephonyWorker:
         reply: dict[str, Any] = {"ok": True}
         call = self.by_call_id.get(str(command.get("call_id")))
         try:
-            if call is None:
+            if command.get("op") == "dial":
+                reply = await self._dial_for_agent(str(command["target"]), float(command.get("until", 0)))
+            elif call is None:
                 reply = {"ok": False, "code": "call_not_found", "detail": "the call is not on this worker"}
             elif command.get("op") == "hangup":
                 await call.hangup(HangupCause(command.get("cause", HangupCause.agent_hangup.value)))
@@ -372,16 +380,45 @@ class TelephonyWorker:
                 await self.redis.rpush(str(reply_to), json.dumps(reply))
                 await self.redis.expire(str(reply_to), 60)
 
+    async def _dial_for_agent(self, target: str, until: float) -> dict[str, Any]:
+        """Place a call an agent dials from the web softphone (unless nobody waits for it since ``until``, a
+        Unix time); it rings out for at most ``AGENT_DIAL_RING_SECONDS`` and then lives until either side
+        hangs up."""
+        if time.time() > until:
+            return {"ok": False, "code": "dial_expired", "detail": "the dial command came too late"}
+        if self.draining:
+            return {"ok": False, "code": "worker_draining", "detail": "this worker is shutting down"}
+        call = await self.dial(target)
+        self._spawn(self._ring_out(call))
+        # the agent's next step (attach the softphone, a key) finds the call by its document: write it first
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(call.journal.flush(), AGENT_DIAL_RECORDED_SECONDS)
+        return {"ok": True, "call_id": call.call_id}
+
+    async def _ring_out(self, call: PjsuaCall) -> None:
+        try:
+            await asyncio.wait_for(call.wait_answered(), AGENT_DIAL_RING_SECONDS)
+        except TimeoutError:
+            await call.hangup(HangupCause.no_answer)
+        except CallEnded:
+            pass
+
     def _relay_media(self, call: PjsuaCall) -> None:
-        """Carry the call's audio to and from a web softphone (once per call; ends with the call)."""
+        """Carry the call's audio to and from a web softphone (once per call; ends with the call). An
+        outbound call still ringing is relayed from its answer on."""
         if self.redis is None or call.call_id in self._relays:
             return
         self._relays.add(call.call_id)
-        relay = relay_call_audio(call, self.redis, db_name=self.options.db_name)
+        relay = self._relay_once_answered(call, self.redis)
         task = asyncio.ensure_future(relay)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         task.add_done_callback(lambda _: self._relays.discard(call.call_id))
+
+    async def _relay_once_answered(self, call: PjsuaCall, redis: aioredis.Redis) -> None:
+        with contextlib.suppress(CallEnded):
+            await call.wait_answered()
+            await relay_call_audio(call, redis, db_name=self.options.db_name)
 
     # -- stopping
 

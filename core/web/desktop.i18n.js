@@ -152,6 +152,11 @@ addTranslations({
     "error.agent_not_found": "找不到该坐席。",
     "error.user_not_found": "找不到该用户。",
     "error.not_your_call": "这不是接到您这里的通话。",
+    "error.invalid_number": "请输入有效的电话号码（可带 +国家码）。",
+    "error.agent_offline": "请先切换为就绪（或小休）再外呼。",
+    "error.offer_pending": "请先接听或拒绝正在振铃的来电。",
+    "error.already_on_call": "请先结束当前通话再外呼。",
+    "error.dial_failed": "外呼未能发起，请稍后重试。",
     "error.call_not_answered": "对方尚未接听，暂不能按键。",
   },
   en: {
@@ -304,6 +309,11 @@ addTranslations({
     "error.agent_not_found": "No such agent.",
     "error.user_not_found": "No such user.",
     "error.not_your_call": "This call is not connected to you.",
+    "error.invalid_number": "Enter a valid phone number (a +country code is fine).",
+    "error.agent_offline": "Go available (or on break) before calling out.",
+    "error.offer_pending": "Answer or decline the call ringing for you first.",
+    "error.already_on_call": "Finish your current call before calling out.",
+    "error.dial_failed": "The call could not be placed; try again shortly.",
     "error.call_not_answered": "The other side has not answered yet; keys cannot be sent.",
   },
 });

@@ -83,6 +83,7 @@ const desk = {
   attached: null, // the call id the media provider is attached to
   held: false,
   muted: false,
+  dialDraft: "", // the number being typed in the softphone (kept across renders)
   panes: new Map(), // contact id -> chat pane elements kept across renders (drafts, scroll)
   staff: null,
   queues: new Map(), // queue id -> {name, waiting, since}: the queue.waiting figures of the agent's queues
@@ -832,9 +833,16 @@ function renderSoftphone() {
   const dialNumber = h("input", {
     id: "dial-number",
     type: "tel",
+    autocomplete: "off",
     "aria-label": t("phone.dialNumber"),
     placeholder: t("phone.dialNumber"),
+    value: desk.dialDraft,
+    oninput: () => (desk.dialDraft = dialNumber.value),
+    onkeydown: (event) => {
+      if (event.key === "Enter" && !call) dialOut(dialNumber);
+    },
   });
+  const typing = document.activeElement?.id; // a re-render (state, offers) must not lose the cursor
   syncMedia(callId);
   const needsMedia = media ? null : t("phone.noMedia");
   const mediaCall = (method, ...args) =>
@@ -944,13 +952,36 @@ function renderSoftphone() {
       "div",
       { class: "phone-row" },
       dialNumber,
-      mediaButton("phone-dial", t("phone.dial"), "dial", !call, () =>
-        mediaCall("dial", dialNumber.value.trim()),
-      ),
+      mediaButton("phone-dial", t("phone.dial"), "dial", !call, () => dialOut(dialNumber)),
     ),
     needsMedia ? h("p", { class: "muted small", id: "phone-media-note" }, needsMedia) : null,
   );
+  if (typing === "dial-number" || typing === "transfer-target") byId(typing)?.focus();
   tick();
+}
+
+/** Call the number typed out: the provider places the call, and the agent is on it as on an accepted
+ *  offer (resume brings the new contact; syncMedia attaches the softphone). */
+async function dialOut(input) {
+  const number = input.value.trim();
+  if (!number) {
+    input.focus();
+    return;
+  }
+  if (!desk.media || typeof desk.media.dial !== "function") return;
+  let dialed;
+  try {
+    dialed = await desk.media.dial(number);
+  } catch (error) {
+    errorBar.show(error);
+    return;
+  }
+  desk.dialDraft = "";
+  await resume();
+  if (dialed?.contact_id && desk.work.has(dialed.contact_id)) {
+    desk.focus = dialed.contact_id;
+    renderAll();
+  }
 }
 
 /** Attach the media provider to the agent's call when it connects, detach it when it ends. */

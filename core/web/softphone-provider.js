@@ -6,6 +6,8 @@
 // mute(callId, on): stop sending the microphone (the caller hears silence).
 // hold(callId, on): put the caller on hold at the telephony worker (POST /api/calls/{id}/hold).
 // sendDtmf(callId, digit): a keypad key to the other side, RFC 2833 (POST /api/calls/{id}/dtmf).
+// dial(number): call a number out (POST /api/calls/dial); the agent is on the call at once and the page
+//   attaches to it as to an answered offer. Resolves to {call_id, number, customer_id, contact_id…}.
 // A supervisor's listen / whisper / barge lives on the wallboard (wallboard.js), not here.
 
 import { api, h } from "./desktop.dom.js";
@@ -93,6 +95,9 @@ const provider = {
     await api("POST", `/api/calls/${encodeURIComponent(callId)}/dtmf`, {
       json: { digits },
     });
+  },
+  async dial(number) {
+    return api("POST", "/api/calls/dial", { json: { number } });
   },
   // for tests and diagnostics: what the agent hears (RMS 0..1) and the media connection's state
   level: () => (phone ? phone.level() : 0),

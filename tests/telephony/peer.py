@@ -3,6 +3,8 @@
     python tests/telephony/peer.py --workdir DIR --target sip:1000@127.0.0.1:5060 --caller 13800138000 \
         --dtmf 1 --dtmf-at 2.0 --dtmf-method info --tone-hz 440 --seconds 15
     python tests/telephony/peer.py --workdir DIR --answer-on 45060 --seconds 20    # an agent's phone
+    python tests/telephony/peer.py --workdir DIR --register 127.0.0.1:5060 --caller +8613912345678 \
+        --answer-after 2 --until-hangup --seconds 30               # a customer's phone the platform dials
     python tests/telephony/peer.py --workdir DIR --target ... --keys 1@3.0 --keys 12345#@9.5 \
         --say speech.wav --say-at 1.0 --hangup-at 12                                  # an IVR caller
 
@@ -10,8 +12,9 @@ It records what it hears on each call to a WAV file and prints one JSON line: pe
 connected, its final status, the RMS level of what it heard, the DTMF digits it received (``dtmf``, with
 how they came: ``dtmf_methods``) and the media states it went through (``media``: ``active``,
 ``remote_hold``…) — the call it placed (``call``), one it was transferred to (REFER: ``transferred``), calls
-it answered (``in1``…) and calls that replaced those (attended transfer: ``replaced``). With
-``--answer-on`` it first prints ``listening`` when ready.
+it answered (``in1``…) and calls that replaced those (attended transfer: ``replaced``). Answering (no
+``--target``), it first prints ``listening`` when ready — with ``--register``, once the SIP front took its
+registration as ``--caller`` (so calls to that number reach it).
 """
 
 from __future__ import annotations
@@ -137,9 +140,18 @@ class AnsweringAccount(pj.Account):  # type: ignore[misc]
     def onIncomingCall(self, prm: Any) -> None:
         call = PeerCall(self, self.peer, f"in{len(self.peer.calls) + 1}", prm.callId)
         self.peer.calls.append(call)
+        if self.peer.args.answer_after > 0:
+            ringing = pj.CallOpParam(True)
+            ringing.statusCode = 180
+            call.answer(ringing)
+            self.peer.to_answer.append((time.monotonic() + self.peer.args.answer_after, call))
+            return
         answer = pj.CallOpParam(True)
         answer.statusCode = 200
         call.answer(answer)
+
+    def onRegState(self, prm: Any) -> None:
+        self.peer.registered = int(prm.code) == 200 and prm.expiration > 0
 
 
 class Peer:
@@ -155,6 +167,8 @@ class Peer:
         self.calls: list[PeerCall] = []
         self.connected_at: dict[str, float] = {}
         self.transferred_to: str | None = None
+        self.to_answer: list[tuple[float, PeerCall]] = []  # (when, call) ringing until then
+        self.registered = False
         self.endpoint = pj.Endpoint()
         self.endpoint.libCreate()
         config = pj.EpConfig()
@@ -176,6 +190,10 @@ class Peer:
         account.idUri = f"sip:{args.caller}@127.0.0.1:{transport.port}"
         account.mediaConfig.transportConfig.port = args.rtp_port
         account.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
+        if args.register:
+            account.idUri = f"sip:{args.caller}@{args.register}"
+            account.regConfig.registrarUri = f"sip:{args.register}"
+            account.regConfig.timeoutSec = 300
         self.account = AnsweringAccount(self)
         self.account.create(account)
 
@@ -186,12 +204,25 @@ class Peer:
             self.calls.append(first)
             first.makeCall(self.args.target, pj.CallOpParam(True))
         else:
+            if self.args.register:
+                registering = time.monotonic() + 10
+                while not self.registered and time.monotonic() < registering:
+                    self.endpoint.libHandleEvents(10)
+                if not self.registered:
+                    print(json.dumps({"error": f"no registration at {self.args.register}"}), flush=True)
+                    os._exit(1)
             print("listening", flush=True)
         deadline = time.monotonic() + self.args.seconds
         keys = list(self.keys)
         said = False
         while time.monotonic() < deadline:
             self.endpoint.libHandleEvents(10)
+            for when, call in [item for item in self.to_answer if item[0] <= time.monotonic()]:
+                self.to_answer.remove((when, call))
+                if not call.ended:
+                    answer = pj.CallOpParam(True)
+                    answer.statusCode = 200
+                    call.answer(answer)
             connected_at = self.connected_at.get("call")
             since = time.monotonic() - connected_at if connected_at else -1.0
             if first is not None and keys and connected_at and since >= keys[0][0] and not first.ended:
@@ -271,7 +302,11 @@ def main() -> int:
     parser.add_argument(
         "--until-hangup", action="store_true", help="with --answer-on: stop after the calls end"
     )
-    parser.add_argument("--caller", default="13800138000")
+    parser.add_argument("--caller", default="13800138000", help="this phone's number (SIP user)")
+    parser.add_argument("--register", help="HOST:PORT of a registrar (the SIP front) to register --caller at")
+    parser.add_argument(
+        "--answer-after", type=float, default=0.0, help="answering: ring (180) this long, then answer"
+    )
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--dtmf", default="")
     parser.add_argument("--dtmf-at", type=float, default=1.0, help="seconds after the answer")
