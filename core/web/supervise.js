@@ -1,6 +1,8 @@
 // Live calls on the supervisor wallboard: listen (hear both sides), whisper (only the agent hears you) or
 // barge (both hear you) through the web softphone (./softphone.js on the /supervisor socket). The agent is
-// told, and every step is in the audit log (server side). Calls come from GET /api/calls every 2 s.
+// told, and every step is in the audit log (server side). Calls come from GET /api/calls every 2 s. While
+// supervising a call the panel shows its live transcript (watch_call: what was said so far, then each final
+// and the partial being spoken).
 //
 // Lives in its own <section id="supervise"> under the wallboard so the board's re-renders leave it alone.
 
@@ -33,6 +35,8 @@ addTranslations({
     "live.state.whisper": "正在耳语（仅坐席能听到）",
     "live.state.barge": "已强插（双方都能听到）",
     "live.connecting": "正在连接…",
+    "live.transcript": "实时转写",
+    "live.transcript.none": "来电者还没有说话。",
   },
   en: {
     "live.heading": "Live calls",
@@ -49,6 +53,8 @@ addTranslations({
     "live.state.whisper": "Whispering (only the agent hears you)",
     "live.state.barge": "Barged in (both sides hear you)",
     "live.connecting": "Connecting…",
+    "live.transcript": "Live transcript",
+    "live.transcript.none": "The caller has not spoken yet.",
   },
 });
 
@@ -64,6 +70,8 @@ const live = {
   callId: null,
   mode: null,
   busy: false,
+  finals: [], // what the watched call's caller said, oldest first
+  partial: "", // what they are saying now
 };
 window.huiliuSupervise = live; // for tests and diagnostics
 
@@ -86,8 +94,34 @@ function socket() {
       auth: { token: session.token },
       transports: ["websocket"],
     });
+    live.socket.on("transcript", (event) => {
+      if (event.body?.call_id !== live.callId) return;
+      live.finals.push(event.body.text || "");
+      live.partial = "";
+      render();
+    });
+    live.socket.on("transcript.partial", (event) => {
+      if (event.call_id !== live.callId) return;
+      live.partial = event.text || "";
+      render();
+    });
   }
   return live.socket;
+}
+
+async function watch(callId) {
+  live.finals = [];
+  live.partial = "";
+  const reply = await socket().timeout(5000).emitWithAck("watch_call", { call_id: callId });
+  if (reply.ok && live.callId === callId) {
+    live.finals = reply.ok.finals.map((event) => event.body.text || "");
+  }
+}
+
+function unwatch(callId) {
+  if (callId) socket().emit("unwatch_call", { call_id: callId });
+  live.finals = [];
+  live.partial = "";
 }
 
 async function supervise(callId, mode) {
@@ -99,9 +133,11 @@ async function supervise(callId, mode) {
       await live.phone.setMode(mode);
     } else {
       if (live.phone) await live.phone.hangup();
+      unwatch(live.callId);
       live.phone = new Softphone(socket(), { audioElement: audio });
       live.callId = callId;
       await live.phone.connect(callId, { mode });
+      watch(callId).catch(() => {}); // the call goes on without its transcript
     }
     live.mode = mode;
   } catch (error) {
@@ -115,6 +151,7 @@ async function supervise(callId, mode) {
 
 async function leave() {
   if (live.phone) await live.phone.hangup();
+  unwatch(live.callId);
   live.phone = null;
   live.callId = null;
   live.mode = null;
@@ -207,6 +244,18 @@ function render() {
             ),
           ),
         ),
+    live.callId ? transcript() : null,
+  );
+}
+
+function transcript() {
+  const lines = live.finals.map((text) => h("li", { class: "final" }, text));
+  if (live.partial) lines.push(h("li", { class: "partial", "aria-busy": "true" }, live.partial));
+  return h(
+    "section",
+    { id: "live-transcript", "aria-labelledby": "live-transcript-heading", "aria-live": "polite" },
+    h("h3", { id: "live-transcript-heading" }, t("live.transcript")),
+    lines.length ? h("ol", { class: "transcript" }, lines) : h("p", {}, t("live.transcript.none")),
   );
 }
 

@@ -32,7 +32,11 @@ from playwright.async_api import async_playwright
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from core.bus import EventBus, connect_redis  # noqa: E402
 from core.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from ivr_flows import FakeCall  # noqa: E402
+from ivr_flows.transcript import CallTranscript  # noqa: E402
+from ivr_flows.understanding import Transcribed  # noqa: E402
 from tests.telephony.node import PEER, start_node, stop_node  # noqa: E402
 
 CALLER_HZ = 440.0
@@ -248,6 +252,14 @@ async def run(workdir: Path) -> dict[str, Any]:
                 )
                 marks["listen"] = time.monotonic() - started
                 supervisor_listening = await sample(supervisor_page, SUPERVISOR_SPECTRUM, 2.0)
+                # what the caller is saying reaches the listening supervisor's live transcript
+                # (published as the IVR's transcriber does when it follows a whole call)
+                redis_client = connect_redis(redis.url)
+                said = CallTranscript(FakeCall(call_id=attached["callId"]), EventBus(redis_client))
+                await said(Transcribed(final=False, body={"text": "我想问一下退款"}))
+                await supervisor_page.wait_for_selector("#live-transcript .partial", timeout=5000)
+                live_transcript = await supervisor_page.text_content("#live-transcript")
+                await redis_client.aclose()
                 notices = [await agent_page.text_content("#supervision-notice")]
                 await supervisor_page.click(control("whisper"))
                 await supervisor_page.wait_for_function("window.huiliuSupervise.mode === 'whisper'")
@@ -277,6 +289,7 @@ async def run(workdir: Path) -> dict[str, Any]:
             "agent_whispered": agent_whispered,
             "agent_barged": agent_barged,
             "supervision_notices": notices,
+            "live_transcript": live_transcript,
             "caller": caller_report,
             "caller_before_supervisor": heard(recording, 0.5, marks["listen"] - 0.3),
             "caller_during_whisper": heard(recording, marks["whisper"] + 0.7, marks["barge"] - 0.3),

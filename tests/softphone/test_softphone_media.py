@@ -75,6 +75,10 @@ def test_a_listening_supervisor_hears_both_sides_and_nobody_hears_them(journey: 
     assert journey["caller_before_supervisor"]["supervisor_tone_median"] < ABSENT_AMPLITUDE
 
 
+def test_a_listening_supervisor_reads_what_the_caller_is_saying(journey: dict) -> None:
+    assert "实时转写" in journey["live_transcript"] and "我想问一下退款" in journey["live_transcript"]
+
+
 def test_a_whisper_reaches_the_agent_but_not_the_caller(journey: dict) -> None:
     for heard in levels(journey["agent_whispered"]):
         assert heard[440.0] > PRESENT_DB and heard[2000.0] > PRESENT_DB, heard
