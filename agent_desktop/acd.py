@@ -499,6 +499,24 @@ class Acd:
         await self.notifier.contact_changed(ended)
         return ended
 
+    async def call_ended(self, call_id: str, cause: str) -> Contact | None:
+        """The call ``call_id`` ended on the phone side (the caller hung up, the line dropped) while an
+        agent had it: the contact ends and the agent goes to wrap-up, as if they had hung up. None when no
+        agent had it connected (the agent hung up first, or it never reached one)."""
+        ended = await self.store.update_contact(
+            {
+                "external_ref": call_id,
+                "kind": ContactKind.call.value,
+                "status": ContactStatus.connected.value,
+            },
+            {"$set": {"status": ContactStatus.ended.value, "ended_at": utcnow(), "end_cause": cause}},
+        )
+        if ended is None:
+            return None
+        await self._free_agent(ended)
+        await self.notifier.contact_changed(ended)
+        return ended
+
     async def _free_agent(self, contact: Contact) -> None:
         assert contact.agent_id is not None
         queue = await self.store.queue(contact.queue)

@@ -43,6 +43,7 @@ from agent_desktop.models import (
     Agent,
     Alert,
     Contact,
+    ContactKind,
     ContactStatus,
     ForcedState,
     QueueBoard,
@@ -54,8 +55,9 @@ from agent_desktop.store import contact_from_doc
 from agent_desktop.wallboard import CHANGE_SKEW
 from core.auth import Role, User
 from core.db import utcnow
-from core.errors import HuiliuError, NotFound
+from core.errors import Forbidden, HuiliuError, NotFound
 from core.log import get_logger
+from omnichannel.channels.webchat import agent_typing as publish_agent_typing
 
 if TYPE_CHECKING:
     from agent_desktop.acd import Acd
@@ -95,6 +97,11 @@ def call_room(call_id: str) -> str:
 
 class ContactRef(BaseModel):
     contact_id: str
+
+
+class TypingState(BaseModel):
+    contact_id: str
+    typing: bool
 
 
 class CallRef(BaseModel):
@@ -195,6 +202,8 @@ class DesktopSockets:
                 bus.subscribe("timeline.transcript.final", self._relay("transcript")),
                 bus.subscribe("timeline.transcript.final", self._to_call_watchers("transcript")),
                 bus.subscribe(PARTIAL_TOPIC, self._relay_partial),
+                bus.subscribe("timeline.call.ended", self._call_ended),
+                bus.subscribe("webchat.typing", self._relay_typing),
                 bus.subscribe(PARTIAL_TOPIC, self._to_call_watchers("transcript.partial")),
                 *(bus.subscribe(topic, self._session_changed) for topic in SESSION_TOPICS),
             ]
@@ -487,6 +496,50 @@ class DesktopSockets:
 
         return relay
 
+    async def _call_ended(self, event: dict[str, Any]) -> None:
+        """A call an agent had ended on the phone side: end the contact (every node hears the event, one
+        wins the guarded update) and tell the agent's desktop, ``contact.ended`` {contact_id, reason}."""
+        body = event.get("body") or {}
+        call_id = body.get("call_id")
+        if not isinstance(call_id, str):
+            return
+        cause = str(body.get("cause") or "hung_up")
+        contact = await self.acd.call_ended(call_id, cause)
+        if contact is None or contact.agent_id is None:
+            return
+        await self.sio.emit(
+            "contact.ended",
+            {"contact_id": contact.id, "reason": cause, "call_id": call_id},
+            room=agent_room(contact.agent_id),
+            namespace=AGENT_NS,
+        )
+
+    async def _relay_typing(self, event: dict[str, Any]) -> None:
+        """The visitor typing (or stopping) in a chat an agent has: ``chat.typing`` {contact_id, typing}."""
+        if event.get("who") != "visitor" or not isinstance(event.get("conversation_id"), str):
+            return
+        contact = await self.desktop.chat.serving(event["conversation_id"])
+        if contact is None or contact.agent_id is None:
+            return
+        await self.sio.emit(
+            "chat.typing",
+            {"contact_id": contact.id, "typing": bool(event.get("typing"))},
+            room=agent_room(contact.agent_id),
+            namespace=AGENT_NS,
+            ignore_queue=True,
+        )
+
+    async def agent_typing(self, user: User, data: Any) -> TypingState:
+        """The agent typing in a chat they have: the visitor's widget shows it."""
+        state = TypingState.model_validate(data)
+        contact = await self.desktop.store.contact(state.contact_id)
+        if contact.agent_id != user.id or contact.status is not ContactStatus.connected:
+            raise Forbidden("this chat is not yours", code="not_your_contact")
+        bus = self.acd.omni.timeline.bus
+        if bus is not None and contact.kind is ContactKind.chat and contact.conversation_id is not None:
+            await publish_agent_typing(bus, contact.conversation_id, state.typing, user.display_name)
+        return state
+
     async def _relay_partial(self, event: dict[str, Any]) -> None:
         """A partial transcript (not on the timeline: it is replaced by the next one) to the agent who has
         the call or chat it belongs to, as ``transcript.partial``."""
@@ -696,6 +749,10 @@ class _AgentNamespace(_DesktopNamespace):
     async def on_resume(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)
         return await socket_ack(lambda: self.sockets.resume(user))
+
+    async def on_typing(self, sid: str, data: Any = None) -> dict[str, Any]:
+        user = await self._user(sid)
+        return await socket_ack(lambda: self.sockets.agent_typing(user, data))
 
     async def on_wrap_up(self, sid: str, data: Any = None) -> dict[str, Any]:
         user = await self._user(sid)

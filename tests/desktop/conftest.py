@@ -37,6 +37,8 @@ class AgentSocket:
             "chat.message",
             "transcript",
             "transcript.partial",
+            "contact.ended",
+            "chat.typing",
             "wallboard",
             "alert",
             "alert.cleared",
