@@ -29,6 +29,9 @@ addTranslations({
 
     "notice.missedOffer": "您没有及时接听，已转给其他坐席；您的状态已改为小休。准备好后请点击「就绪」。",
     "notice.offerGone": "该接入已被撤回。",
+    "notice.offerLeft": "您已离开（下线或小休），该接入已转给其他坐席。",
+    "notice.callerHungUp": "客户已挂断。请填写小结代码。",
+    "notice.chatEnded": "会话已结束。请填写小结代码。",
 
     "queues.heading": "我的队列",
     "queues.none": "暂无排队",
@@ -68,6 +71,10 @@ addTranslations({
     "chat.placeholder": "输入回复，Enter 发送，Shift+Enter 换行",
     "chat.send": "发送",
     "chat.end": "结束会话",
+    "chat.customerTyping": "客户正在输入…",
+    "chat.failed": "未能送达客户：{error}",
+    "chat.attachment": "附件",
+    "chat.picture": "图片",
 
     "phone.heading": "软电话",
     "phone.idle": "空闲",
@@ -93,6 +100,7 @@ addTranslations({
     "pop.history": "客户时间线",
     "pop.noHistory": "暂无历史记录。",
     "kind.message.sent": "坐席回复",
+    "kind.message.failed": "消息未送达",
     "kind.transcript.final": "语音转写",
     "kind.bot.summary": "机器人摘要",
     "kind.contact.connected": "接通坐席",
@@ -186,6 +194,9 @@ addTranslations({
     "notice.missedOffer":
       "You did not answer in time; the contact went to another agent and you are on break. Click Available when ready.",
     "notice.offerGone": "The offer was withdrawn.",
+    "notice.offerLeft": "You left (offline or on a break); the contact went to another agent.",
+    "notice.callerHungUp": "The customer hung up. Please choose wrap-up codes.",
+    "notice.chatEnded": "The conversation ended. Please choose wrap-up codes.",
 
     "queues.heading": "My queues",
     "queues.none": "Nobody waiting",
@@ -225,6 +236,10 @@ addTranslations({
     "chat.placeholder": "Type a reply; Enter sends, Shift+Enter adds a line",
     "chat.send": "Send",
     "chat.end": "End chat",
+    "chat.customerTyping": "The customer is typing…",
+    "chat.failed": "Not delivered to the customer: {error}",
+    "chat.attachment": "Attachment",
+    "chat.picture": "Picture",
 
     "phone.heading": "Softphone",
     "phone.idle": "Idle",
@@ -250,6 +265,7 @@ addTranslations({
     "pop.history": "Customer timeline",
     "pop.noHistory": "No history yet.",
     "kind.message.sent": "Agent reply",
+    "kind.message.failed": "Message not delivered",
     "kind.transcript.final": "Transcript",
     "kind.bot.summary": "Bot summary",
     "kind.contact.connected": "Agent connected",

@@ -24,6 +24,7 @@ import {
   fill,
   h,
   loginForm,
+  endSession,
   newKey,
   onSessionEnd,
   renderChrome,
@@ -40,7 +41,9 @@ const TICKET_CATEGORIES = ["inquiry", "complaint", "return_request", "repair", "
 const TICKET_STATUSES = ["open", "pending-customer", "pending-internal", "resolved", "closed", "reopened"];
 const PRIORITIES = ["low", "normal", "high", "urgent"];
 const OPEN_TICKET_STATUSES = "new,open,pending-customer,pending-internal,reopened";
-const CHAT_KINDS = "message.in,message.sent,message.out";
+const CHAT_KINDS = "message.in,message.sent,message.out,message.failed";
+const TYPING_IDLE_MS = 3000; // the agent stopped typing this long ago: the visitor's "typing…" goes away
+const SHOWN_TYPING_MS = 6000; // a visitor's "typing" not renewed this long is stale
 const DIAL_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
 
 /** One contact the agent serves: the contact, its customer context, and (chats) the conversation. */
@@ -53,6 +56,10 @@ class Work {
     this.unread = 0;
     this.wrapCodes = new Set();
     this.wrapNote = "";
+    this.partial = ""; // what the caller is saying right now (live transcript, not final yet)
+    this.customerTyping = 0; // when the visitor last said they were typing (ms), 0: not typing
+    this.typingSent = false; // whether the visitor was told the agent is typing
+    this.typingTimer = null;
   }
 
   get id() {
@@ -204,7 +211,9 @@ function connect() {
     if (desk.offer?.contact.id !== contactId) return;
     desk.offer = null;
     if (desk.focus === "offer") desk.focus = firstWorkId();
-    showNotice(reason === "timeout" ? "notice.missedOffer" : "notice.offerGone");
+    // the agent went offline or on a break while it rang: they left it, they did not miss it
+    const left = reason === "agent_offline" || reason === "agent_break";
+    showNotice(reason === "timeout" ? "notice.missedOffer" : left ? "notice.offerLeft" : "notice.offerGone");
     renderOffer();
     renderPanel();
     renderSoftphone();
@@ -215,10 +224,37 @@ function connect() {
     const transcript = work.context.transcript || [];
     if (transcript.some((known) => known.id === event.id)) return;
     work.context.transcript = [...transcript, event];
-    if (desk.focus !== work.id) return;
-    const shown = byId("transcript");
-    if (shown) shown.replaceWith(transcriptSection(work.context.transcript));
-    else renderPanel();
+    work.partial = "";
+    showTranscript(work);
+  });
+  socket.on("transcript.partial", (event) => {
+    const work = desk.work.get(event.contact_id);
+    if (!work?.context) return;
+    work.partial = String(event.text || "");
+    showTranscript(work);
+  });
+  socket.on("contact.ended", ({ contact_id: contactId }) => {
+    const work = desk.work.get(contactId);
+    if (!work || work.contact.status !== "connected") return;
+    work.contact = { ...work.contact, status: "ended" };
+    work.partial = "";
+    showNotice(work.contact.kind === "call" ? "notice.callerHungUp" : "notice.chatEnded");
+    desk.focus = work.id;
+    renderAll();
+    byId("wrap-up-form")?.querySelector("input")?.focus();
+  });
+  socket.on("chat.typing", ({ contact_id: contactId, typing }) => {
+    const work = desk.work.get(contactId);
+    if (!work) return;
+    work.customerTyping = typing ? Date.now() : 0;
+    renderTyping(work);
+  });
+  socket.on("error", (problem) => {
+    // a command refused without an ack (e.g. typing) or a sign-in that ended: the session is over
+    if (["invalid_token", "forbidden_role"].includes(problem?.code)) {
+      disconnect();
+      endSession();
+    }
   });
   socket.on("chat.message", (event) => {
     const work = desk.work.get(event.contact_id);
@@ -227,6 +263,14 @@ function connect() {
     renderMessages(work);
     renderWorkList();
   });
+}
+
+function showTranscript(work) {
+  if (desk.focus !== work.id) return;
+  const shown = byId("transcript");
+  const section = transcriptSection(work.context.transcript || [], work.partial);
+  if (shown && section) shown.replaceWith(section);
+  else renderPanel();
 }
 
 function disconnect() {
@@ -304,6 +348,12 @@ function tick() {
   }
   for (const element of document.querySelectorAll("[data-since]")) {
     element.textContent = duration((Date.now() - Date.parse(element.dataset.since)) / 1000);
+  }
+  for (const work of desk.work.values()) {
+    if (work.customerTyping && Date.now() - work.customerTyping >= SHOWN_TYPING_MS) {
+      work.customerTyping = 0; // the visitor went quiet without saying so (closed the page)
+      renderTyping(work);
+    }
   }
 }
 
@@ -704,6 +754,7 @@ function chatPane(work) {
     value: work.draft,
     oninput: (event) => {
       work.draft = event.target.value;
+      agentTyping(work, work.draft.trim() !== "");
     },
     onkeydown: (event) => {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -713,6 +764,7 @@ function chatPane(work) {
     },
   });
   const send = h("button", { type: "submit", class: "button" }, t("chat.send"));
+  const typing = h("p", { class: "chat-typing muted", role: "status", hidden: true });
   const form = h("form", { class: "chat-form", onsubmit: (event) => sendReply(event, work) }, input, send);
   const ended = work.contact.status !== "connected";
   input.disabled = ended;
@@ -744,9 +796,29 @@ function chatPane(work) {
       ),
     ),
     list,
+    typing,
     form,
   );
-  return { root, title, list, input, send };
+  return { root, title, list, input, send, typing };
+}
+
+/** "Customer is typing…" under a chat's messages while the visitor types (renewed by the visitor). */
+function renderTyping(work) {
+  const pane = desk.panes.get(work.id);
+  if (!pane) return;
+  const typing = work.customerTyping && Date.now() - work.customerTyping < SHOWN_TYPING_MS;
+  pane.typing.hidden = !typing;
+  pane.typing.textContent = typing ? t("chat.customerTyping") : "";
+}
+
+/** Tell the visitor the agent is typing (once), and that they stopped after a pause or a send. */
+function agentTyping(work, typing) {
+  if (!work.isChat || work.contact.status !== "connected") return;
+  clearTimeout(work.typingTimer);
+  if (typing) work.typingTimer = setTimeout(() => agentTyping(work, false), TYPING_IDLE_MS);
+  if (typing === work.typingSent || !desk.socket?.connected) return;
+  work.typingSent = typing;
+  desk.socket.emit("typing", { contact_id: work.id, typing });
 }
 
 function renderMessages(work) {
@@ -756,17 +828,70 @@ function renderMessages(work) {
   fill(
     pane.list,
     work.messages.map((event) => {
-      const mine = event.actor?.type === "agent";
+      if (event.kind === "message.failed") {
+        return h(
+          "li",
+          { class: "message message-failed", role: "alert", dataset: { id: event.id } },
+          h("span", { class: "message-text" }, t("chat.failed", { error: String(event.body?.error ?? "") })),
+          timeElement(event.ts),
+        );
+      }
+      const ours = event.kind !== "message.in"; // the agent's, the bot's or the system's words to the customer
       return h(
         "li",
-        { class: `message ${mine ? "message-out" : "message-in"}`, dataset: { id: event.id } },
+        { class: `message ${ours ? "message-out" : "message-in"}`, dataset: { id: event.id } },
         h("span", { class: "message-who" }, actorName(event.actor)),
         h("span", { class: "message-text" }, String(event.body?.text ?? "")),
+        attachmentLinks(event),
         timeElement(event.ts),
       );
     }),
   );
   if (atBottom) pane.list.scrollTop = pane.list.scrollHeight;
+}
+
+/** A message's files: web-chat and email attachments (fetched with the agent's token, then opened or saved
+ * from memory) and a WeChat picture's own link. Never rendered inline as markup. */
+function attachmentLinks(event) {
+  const body = event.body || {};
+  const files = [];
+  if (body.attachment?.id) files.push({ path: `/api/webchat/attachments/${encodeURIComponent(body.attachment.id)}`, ...body.attachment });
+  for (const file of Array.isArray(body.attachments) ? body.attachments : []) {
+    if (file?.id) files.push({ path: `/api/email/attachments/${encodeURIComponent(file.id)}`, ...file });
+  }
+  const links = files.map((file) =>
+    h(
+      "button",
+      {
+        type: "button",
+        class: "button button-quiet attachment",
+        title: file.content_type || "",
+        onclick: () => openAttachment(file.path, file.name || "attachment"),
+      },
+      `📎 ${file.name || t("chat.attachment")}`,
+    ),
+  );
+  if (typeof body.pic_url === "string" && /^https?:\/\//.test(body.pic_url)) {
+    links.push(
+      h("a", { class: "attachment", href: body.pic_url, target: "_blank", rel: "noopener noreferrer" }, `🖼 ${t("chat.picture")}`),
+    );
+  }
+  return links.length ? h("span", { class: "message-files" }, links) : null;
+}
+
+async function openAttachment(path, name) {
+  try {
+    const response = await fetch(path, { headers: { Authorization: `Bearer ${session.token}` }, cache: "no-store" });
+    if (!response.ok) throw { code: `http_${response.status}`, detail: `${name}: ${response.status}` };
+    const url = URL.createObjectURL(await response.blob());
+    const link = h("a", { href: url, download: name, rel: "noopener" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    errorBar.show(error);
+  }
 }
 
 async function sendReply(event, work) {
@@ -783,6 +908,7 @@ async function sendReply(event, work) {
     work.clientId = null;
     work.draft = "";
     pane.input.value = "";
+    agentTyping(work, false);
     work.addMessage(result.event);
     renderMessages(work);
     pane.list.scrollTop = pane.list.scrollHeight;
@@ -1063,7 +1189,7 @@ function renderPanel() {
           h("p", {}, pop.bot_summary),
         )
       : null,
-    transcriptSection(pop.transcript || []),
+    transcriptSection(pop.transcript || [], work?.partial || ""),
     ticketsSection(pop, contact),
     timelineSection(pop.history || []),
     notesSection(pop.customer, contact),
@@ -1151,17 +1277,15 @@ function ivrSection(ivr) {
   );
 }
 
-function transcriptSection(transcript) {
-  if (!transcript.length) return null;
+function transcriptSection(transcript, partial = "") {
+  if (!transcript.length && !partial) return null;
+  const lines = transcript.map((event) => h("li", {}, timeElement(event.ts), " ", String(event.body?.text ?? "")));
+  if (partial) lines.push(h("li", { class: "partial", "aria-busy": "true" }, partial));
   return h(
     "section",
     { class: "card", id: "transcript" },
     h("h2", {}, t("pop.transcript")),
-    h(
-      "ol",
-      { class: "transcript" },
-      transcript.map((event) => h("li", {}, timeElement(event.ts), " ", String(event.body?.text ?? ""))),
-    ),
+    h("ol", { class: "transcript" }, lines),
   );
 }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ from playwright.async_api import Page, expect
 
 from agent_desktop import DESKTOP, AgentSkills, ContactKind, Desktop, NewContact, QueueConfig
 from agent_desktop.models import QueuePatch
+from core.app import BUS
+from ivr_flows import FakeCall
+from ivr_flows.transcript import CallTranscript
+from ivr_flows.understanding import Transcribed
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent
+from tests.channels.test_webchat_journeys import PNG
+from tests.channels.webchat_client import Visitor, new_visitor_token
 from tests.conftest import ApiClient
 from tests.desktop.conftest import caller_with_history, queue_request
 
@@ -406,3 +413,102 @@ async def test_an_agent_opening_the_wallboard_is_told_it_is_for_supervisors(page
     await expect(page.locator("#board-denied")).to_have_text("The wallboard is for supervisors and admins.")
     await page.click("#logout")
     await expect(page.locator("#login-submit")).to_have_text("Sign in")
+
+
+async def test_the_caller_hanging_up_ends_the_call_on_the_page_after_the_live_words_showed(
+    page: Page, server: TestServer, agent: ApiClient
+) -> None:
+    desktop: Desktop = server.app[DESKTOP]
+    await ready_agent(server, agent)
+    await log_in(page, "/desktop", "agent1", "agent1-demo")
+    await page.click("#state-available")
+    await expect(page.locator("#agent-state")).to_have_text("就绪")
+    customer_id, call_id = await caller_with_history(server)
+    await desktop.gateway.enqueue(queue_request(call_id))
+    await expect(page.locator("#phone-answer")).to_be_enabled()
+    await page.evaluate(RECORDING_MEDIA)
+    await page.keyboard.press("Alt+a")
+    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+
+    # what the caller is saying shows as it is recognised, then gives way to the final words
+    said = CallTranscript(FakeCall(call_id=call_id), server.app[BUS])
+    await said(Transcribed(final=False, body={"text": "还有一个问题"}))
+    await expect(page.locator("#transcript .partial")).to_have_text("还有一个问题")
+
+    contact = await desktop.store.contact_by_ref(call_id)
+    assert contact is not None
+    await desktop.acd.omni.timeline.append(
+        customer_id,
+        NewEvent(
+            kind="call.ended",
+            channel=Channel.voice,
+            conversation_id=contact.conversation_id,
+            body={"call_id": call_id, "cause": "hung_up"},
+        ),
+        Actor(type="system", name="telephony"),
+    )
+    await expect(page.locator("#notice")).to_contain_text("客户已挂断")
+    await expect(page.locator("#agent-state")).to_have_text("话后整理")
+    await expect(page.locator("#phone-status")).not_to_contain_text("通话中")
+    await page.get_by_label("已解决").check()
+    await page.click("#wrap-up-submit")
+    await expect(page.locator("#agent-state")).to_have_text("就绪")
+    assert await page.evaluate("window.mediaCalls") == [["attach", call_id, True], ["detach", call_id]]
+
+
+async def test_a_web_chat_shows_typing_both_ways_files_and_a_reply_that_never_arrived(
+    page: Page, server: TestServer, agent: ApiClient, http: ApiClient
+) -> None:
+    await ready_agent(server, agent)
+    await log_in(page, "/desktop", "agent1", "agent1-demo")
+    await page.click("#state-available")
+    await expect(page.locator("#agent-state")).to_have_text("就绪")
+    token = await new_visitor_token(http)
+    visitor = Visitor(server, token)
+    await visitor.connect()
+    try:
+        await visitor.call("handoff")
+        await page.click("#offer-accept")
+        pane = page.locator(".chat-pane")
+        await expect(pane).to_have_count(1)
+
+        await visitor.call("typing", {"typing": True})
+        await expect(pane.locator(".chat-typing")).to_have_text("客户正在输入…")
+        await pane.locator("textarea").press_sequentially("您好")
+        async with asyncio.timeout(5):
+            shown = await visitor.typing.get()
+        assert shown["typing"] is True
+
+        status, stored, _ = await http.request(
+            "POST",
+            "/api/webchat/attachments",
+            params={"name": "receipt.png"},
+            data=PNG,
+            headers={"X-Visitor-Token": token},
+        )
+        assert status == 201
+        await visitor.say("这是小票", attachment_id=stored["id"])
+        await expect(pane.locator(".message-in .message-text")).to_have_text(["这是小票"])
+        async with page.expect_download() as download:
+            await pane.get_by_role("button", name="📎 receipt.png").click()
+        saved = await (await download.value).path()
+        assert await asyncio.to_thread(Path(saved).read_bytes) == PNG
+
+        contact_id = await pane.get_attribute("data-id")
+        contact = await server.app[DESKTOP].store.contact(str(contact_id))
+        await server.app[DESKTOP].acd.omni.timeline.append(
+            contact.customer_id,
+            NewEvent(
+                kind="message.failed",
+                channel=Channel.webchat,
+                conversation_id=contact.conversation_id,
+                body={"event_id": "e1", "error": "the visitor left", "attempts": 6},
+            ),
+            Actor(type="system", name="channels"),
+        )
+        await expect(pane.locator(".message-failed")).to_have_text(
+            re.compile("未能送达客户：the visitor left")
+        )
+        await screenshot(page, "desktop-chat-typing.png")
+    finally:
+        await visitor.disconnect()
