@@ -34,6 +34,8 @@ addTranslations({
     "notice.chatEnded": "会话已结束。请填写小结代码。",
 
     "queues.heading": "我的队列",
+    "callbacks.heading": "待回电（{count}）",
+    "callbacks.call": "回电",
     "queues.none": "暂无排队",
     "queues.waiting": "{count} 位等待",
     "queues.longest": "最长等待",
@@ -199,6 +201,8 @@ addTranslations({
     "notice.chatEnded": "The conversation ended. Please choose wrap-up codes.",
 
     "queues.heading": "My queues",
+    "callbacks.heading": "Callbacks to make ({count})",
+    "callbacks.call": "Call back",
     "queues.none": "Nobody waiting",
     "queues.waiting": "{count} waiting",
     "queues.longest": "longest wait",

@@ -44,6 +44,7 @@ const OPEN_TICKET_STATUSES = "new,open,pending-customer,pending-internal,reopene
 const CHAT_KINDS = "message.in,message.sent,message.out,message.failed";
 const TYPING_IDLE_MS = 3000; // the agent stopped typing this long ago: the visitor's "typing…" goes away
 const SHOWN_TYPING_MS = 6000; // a visitor's "typing" not renewed this long is stale
+const CALLBACKS_EVERY_MS = 15000; // how often the pending callbacks are read again
 const DIAL_KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
 
 /** One contact the agent serves: the contact, its customer context, and (chats) the conversation. */
@@ -94,6 +95,7 @@ const desk = {
   panes: new Map(), // contact id -> chat pane elements kept across renders (drafts, scroll)
   staff: null,
   queues: new Map(), // queue id -> {name, waiting, since}: the queue.waiting figures of the agent's queues
+  callbacks: [], // callbacks nobody took yet in the agent's queues (contacts), oldest first
 };
 
 // --------------------------------------------------------------------------------------------- start
@@ -107,6 +109,7 @@ function start() {
   });
   document.addEventListener("keydown", shortcuts);
   setInterval(tick, 1000);
+  setInterval(loadCallbacks, CALLBACKS_EVERY_MS);
   window.huiliuDesktop = Object.freeze({
     /** provider: {attach(callId, socket), detach(callId), hold(callId, on), mute(callId, on),
      *  sendDtmf(callId, digit), dial(number)}, each optional, each returning a Promise. */
@@ -317,6 +320,7 @@ async function resume() {
   }
   if (desk.focus === null) desk.focus = firstWorkId();
   renderAll();
+  loadCallbacks();
 }
 
 function receiveOffer(pop) {
@@ -476,7 +480,70 @@ function renderQueues() {
           ),
         )
       : h("p", { class: "muted", id: "queue-list" }, t("queues.none")),
+    desk.callbacks.length ? callbackList() : null,
   );
+}
+
+/** Callers who asked to be called back: the agent takes one (nobody else can) and the softphone dials it. */
+function callbackList() {
+  const canDial = typeof desk.media?.dial === "function";
+  return h(
+    "section",
+    { id: "callbacks", "aria-labelledby": "callbacks-heading" },
+    h("h3", { id: "callbacks-heading" }, t("callbacks.heading", { count: desk.callbacks.length })),
+    h(
+      "ul",
+      { class: "queue-list" },
+      desk.callbacks.map((contact) =>
+        h(
+          "li",
+          { "data-callback": contact.id },
+          h("strong", {}, contact.callback_number || "—"),
+          h("span", { class: "muted" }, " · ", contact.queue, " · "),
+          h(
+            "span",
+            { class: "muted", "data-since": contact.ended_at || contact.queue_entered_at },
+            duration((Date.now() - Date.parse(contact.ended_at || contact.queue_entered_at)) / 1000),
+          ),
+          " ",
+          h(
+            "button",
+            {
+              type: "button",
+              class: "button button-quiet",
+              disabled: canDial && contact.callback_number ? null : true,
+              title: canDial ? null : t("phone.noMedia"),
+              onclick: () => takeCallback(contact),
+            },
+            t("callbacks.call"),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+async function loadCallbacks() {
+  if (!session.user) return;
+  try {
+    desk.callbacks = await api("GET", "/api/desktop/callbacks");
+  } catch {
+    return; // the queue card keeps its last list; the link state says when the server is away
+  }
+  renderQueues();
+}
+
+async function takeCallback(contact) {
+  try {
+    await api("POST", `/api/desktop/callbacks/${encodeURIComponent(contact.id)}/take`);
+  } catch (error) {
+    errorBar.show(error);
+    await loadCallbacks();
+    return;
+  }
+  desk.callbacks = desk.callbacks.filter((pending) => pending.id !== contact.id);
+  renderQueues();
+  await dialOut({ value: contact.callback_number, focus() {} });
 }
 
 // ---------------------------------------------------------------------------------------- offers

@@ -19,7 +19,7 @@ from playwright.async_api import Page, expect
 from agent_desktop import DESKTOP, AgentSkills, ContactKind, Desktop, NewContact, QueueConfig
 from agent_desktop.models import QueuePatch
 from core.app import BUS
-from ivr_flows import FakeCall
+from ivr_flows import CallbackRequest, FakeCall
 from ivr_flows.transcript import CallTranscript
 from ivr_flows.understanding import Transcribed
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent
@@ -512,3 +512,34 @@ async def test_a_web_chat_shows_typing_both_ways_files_and_a_reply_that_never_ar
         await screenshot(page, "desktop-chat-typing.png")
     finally:
         await visitor.disconnect()
+
+
+async def test_an_agent_calls_back_a_caller_who_asked_for_it_and_nobody_else_can_take_it(
+    page: Page, server: TestServer, agent: ApiClient
+) -> None:
+    desktop: Desktop = server.app[DESKTOP]
+    await ready_agent(server, agent)
+    _, call_id = await caller_with_history(server)
+    await desktop.gateway.enqueue(queue_request(call_id))
+    await desktop.gateway.withdraw(call_id, "timeout")
+    await desktop.gateway.request_callback(
+        CallbackRequest(
+            call_id=call_id,
+            number="+8613800138000",
+            queue="after_sales",
+            context=queue_request(call_id).context,
+        )
+    )
+    await log_in(page, "/desktop", "agent1", "agent1-demo")
+    await page.evaluate(RECORDING_MEDIA)
+    row = page.locator("#callbacks li")
+    await expect(row).to_have_count(1)
+    await expect(row).to_contain_text("+8613800138000")
+    await row.get_by_role("button", name="回电").click()
+    await expect(page.locator("#callbacks")).to_have_count(0)
+    calls = await page.evaluate("window.mediaCalls")
+    assert ["dial", "+8613800138000"] in calls
+    contact = await desktop.store.contact_by_ref(call_id)
+    assert contact is not None and contact.callback_by is not None
+    status, body, _ = await agent.request("POST", f"/api/desktop/callbacks/{contact.id}/take")
+    assert status == 409 and body["code"] == "callback_taken"
