@@ -129,6 +129,8 @@ class Settings(BaseModel):
     wechat_app_secret: SecretStr | None = None
     wechat_encoding_aes_key: SecretStr | None = None
     wechat_client: Literal["sink", "api"] = "sink"
+    # voice messages WeChat did not recognise are transcribed by our ASR in this language
+    wechat_voice_language: Literal["zh", "en"] = "zh"
     wechat_template_id: str | None = None
     wechat_reply_timeout_seconds: float = Field(default=3.5, gt=0, lt=5)
     wechat_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)

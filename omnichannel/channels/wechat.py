@@ -32,10 +32,11 @@ from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.utils import check_signature
 
 from core.db import Database, register_indexes, utcnow
-from core.errors import Conflict, Forbidden, Invalid
+from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.log import get_logger
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent, Omnichannel
 from omnichannel.channels.pipeline import IntentPipeline
+from omnichannel.channels.voice import Transcribe
 
 if TYPE_CHECKING:
     from omnichannel.channels.bot import Bot
@@ -61,6 +62,10 @@ class WeChatClient(Protocol):
         """The user's unionid when the account is bound to an open platform, else None."""
         ...
 
+    async def download_media(self, media_id: str) -> bytes:
+        """A message's media (a voice message's AMR/Speex audio), kept by WeChat for 3 days."""
+        ...
+
 
 class ApiWeChatClient:
     """api.weixin.qq.com through wechatpy (a blocking client: each call runs in a worker thread)."""
@@ -82,6 +87,10 @@ class ApiWeChatClient:
         unionid = info.get("unionid") if isinstance(info, dict) else None
         return str(unionid) if unionid else None
 
+    async def download_media(self, media_id: str) -> bytes:
+        response = await asyncio.to_thread(self.client.media.download, media_id)
+        return bytes(response.content)
+
 
 class SinkWeChatClient:
     """Development and tests: messages are recorded in ``wechat_sink`` instead of being sent."""
@@ -89,6 +98,12 @@ class SinkWeChatClient:
     def __init__(self, db: Database, unionids: Mapping[str, str] | None = None) -> None:
         self.sink = db["wechat_sink"]
         self.unionids = dict(unionids or {})
+        self.media: dict[str, bytes] = {}  # media a development "WeChat" holds, by media id
+
+    async def download_media(self, media_id: str) -> bytes:
+        if media_id not in self.media:
+            raise NotFound(f"no WeChat media {media_id!r}", code="wechat_media_not_found")
+        return self.media[media_id]
 
     async def send_text(self, openid: str, text: str) -> None:
         await self._record({"kind": "text", "openid": openid, "text": text})
@@ -135,6 +150,9 @@ class WeChatService:
         self.pipeline = pipeline
         self.bot: Bot | None = None  # the self-service bot, when one answers before the pipeline alone
         self.handoff: Bot | None = None  # with the bot off: every conversation goes straight to an agent
+        # a voice message WeChat did not recognise is heard by our own ASR (omnichannel.channels.voice)
+        self.transcribe: Transcribe | None = None
+        self.voice_language = "zh"  # HUILIU_WECHAT_VOICE_LANGUAGE
         self._late: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------------------- the callback
@@ -273,6 +291,10 @@ class WeChatService:
         )
         if not fresh:
             return None  # WeChat retried a message we already have
+        if kind == "voice" and not text.strip() and self.transcribe is not None and message.media_id:
+            # recognition takes longer than the 5-second passive window: the answer comes later
+            self._later(self._hear(message, str(message.media_id), customer.id, conversation.id, openid, key))
+            return None
         reply = await self._answer(kind, message, text, customer.id, conversation.id, openid, key)
         if reply:
             await self._sent(customer.id, conversation.id, openid, reply, f"reply:{key}")
@@ -334,6 +356,36 @@ class WeChatService:
         reply = done.result()
         if reply:
             self._later(self._send_later(customer_id, conversation_id, openid, reply, key))
+
+    async def _hear(
+        self, message: Any, media_id: str, customer_id: str, conversation_id: str, openid: str, key: str
+    ) -> None:
+        """A voice message without WeChat's recognition: download it, recognise it, put the words on the
+        timeline (``transcript.final`` of the message) and answer them like a text message, late."""
+        assert self.transcribe is not None
+        try:
+            audio = await self.client.download_media(media_id)
+            text = await self.transcribe(audio, self.voice_language)
+        except Exception as exc:  # the agent still sees the voice message; nothing to answer
+            log.warning("wechat.voice_not_recognised", key=key, error=_redacted(exc))
+            return
+        await self.omni.timeline.append(
+            customer_id,
+            NewEvent(
+                kind="transcript.final",
+                channel=Channel.wechat,
+                conversation_id=conversation_id,
+                body={"text": text, "msg_id": message.id, "media_id": media_id, "source": "wechat_voice"},
+                idempotency_key=f"{key}:heard",
+            ),
+            Actor(type="customer", id=customer_id),
+        )
+        if not text:
+            return
+        heard = f"{key}:heard"
+        reply = await self._answer("voice", message, text, customer_id, conversation_id, openid, heard)
+        if reply:
+            await self._send_later(customer_id, conversation_id, openid, reply, heard)
 
     def _later(self, work: Any) -> None:
         """Run ``work`` after the passive reply; ``close`` cancels what is still running."""

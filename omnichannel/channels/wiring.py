@@ -20,6 +20,7 @@ from omnichannel.channels.linking import IdentityLinker
 from omnichannel.channels.mail import EmailService, email_config
 from omnichannel.channels.notifier import ChannelNotifier
 from omnichannel.channels.pipeline import IntentPipeline, load_analyzer
+from omnichannel.channels.voice import VoiceTranscriber
 from omnichannel.channels.webchat import VisitorTokens, WebChatConfig, WebChatService, allowed_origins
 from omnichannel.crm import CrmConnector, create_crm
 
@@ -124,6 +125,8 @@ class Channels:
         await self.email.close()
         await self.sms.close()
         await self.wechat.close()
+        if isinstance(self.wechat.transcribe, VoiceTranscriber):
+            await self.wechat.transcribe.aclose()
         await self.crm.close()
 
 
@@ -195,6 +198,8 @@ def create_channels(db: Database, omni: Omnichannel, redis: aioredis.Redis, sett
             tolerance_seconds=settings.webhook_tolerance_seconds,
         ),
     )
+    wechat.transcribe = VoiceTranscriber(settings)  # builds the recognizer on the first voice message
+    wechat.voice_language = settings.wechat_voice_language
     email = EmailService(db, omni, email_config(settings), settings.data_dir / "email" / "attachments")
     notifier = ChannelNotifier(sms, wechat, TimelineNotifier(omni.timeline))
     if settings.smtp_host:  # ticket notices by email, from the web process and the Celery worker alike
