@@ -36,6 +36,8 @@ from omnichannel.channels.pipeline import IntentPipeline
 
 log = get_logger(__name__)
 
+CLOSE_GRACE_SECONDS = 10.0
+
 register_indexes("email_messages", IndexModel([("conversation_id", ASCENDING), ("at", ASCENDING)]))
 register_indexes("email_attachments", IndexModel([("conversation_id", ASCENDING)]))
 
@@ -164,9 +166,17 @@ class EmailService:
         if not task.cancelled() and task.exception() is not None:
             log.error("email.pipeline_failed", error=str(task.exception()))
 
-    async def close(self) -> None:
-        """Let the intent pipeline finish what it started."""
-        await asyncio.gather(*list(self._working), return_exceptions=True)
+    async def close(self, grace_seconds: float = CLOSE_GRACE_SECONDS) -> None:
+        """Let the intent pipeline finish what it started, for ``grace_seconds`` at the most: a shutdown
+        must not wait forever on one that hangs (it is cancelled and logged; the mail itself is stored)."""
+        working = list(self._working)
+        if not working:
+            return
+        _, stuck = await asyncio.wait(working, timeout=grace_seconds)
+        for task in stuck:
+            log.error("email.pipeline_cancelled_at_close", task=repr(task)[:200])
+            task.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)
 
     async def _thread(self, message: EmailMessage, customer_id: str, message_id: str, subject: str) -> str:
         refs = str(message.get("References", "")).split() + str(message.get("In-Reply-To", "")).split()
