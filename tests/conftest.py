@@ -18,6 +18,8 @@ from core.db import Database
 from core.embedded import EmbeddedServer, free_port, start_mongo, start_redis
 from core.settings import Settings, load_settings
 
+pytest_plugins = ["tests.hang_watch"]
+
 
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
