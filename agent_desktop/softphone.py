@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from agent_desktop.socket import socket_ack
 from core.auth import Role, User
-from core.errors import Forbidden, HuiliuError
+from core.errors import Conflict, Forbidden, HuiliuError
 from core.log import get_logger
 from telephony.media_relay import Side, media_channel, valid_pcm
 
@@ -167,10 +167,12 @@ def agents_own_their_calls(contacts: _Contacts) -> Callable[[User, str], Awaitab
     the ACD connected to them."""
 
     async def check(user: User, call_id: str) -> None:
-        if user.allows(Role.supervisor):
+        if user.allows(Role.supervisor) or await _connected_agent(contacts, call_id) == user.id:
             return
-        if await _connected_agent(contacts, call_id) != user.id:
-            raise Forbidden(f"call {call_id} is not connected to you", code="not_your_call")
+        mine = {"external_ref": call_id, "kind": "call", "agent_id": user.id, "status": "ended"}
+        if await contacts.contacts.find_one(mine) is not None:  # it was theirs: say what happened
+            raise Conflict(f"call {call_id} has ended", code="call_ended")
+        raise Forbidden(f"call {call_id} is not connected to you", code="not_your_call")
 
     return check
 

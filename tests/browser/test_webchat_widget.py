@@ -189,6 +189,7 @@ async def test_the_verification_form_speaks_english(browser: Browser, shop: str)
     page = await context.new_page()
     await page.goto(shop + "en")
     await page.locator(".launcher").click()
+    await expect(page.locator(".message.welcome")).to_be_visible()  # connected: the greeting follows history
     await page.locator(".verify").click()
     await expect(page.locator(".verify-phone")).to_have_attribute("placeholder", "Phone number")
     await page.locator(".verify-phone").fill("12")
