@@ -983,7 +983,10 @@ async function sendReply(event, work) {
     errorBar.show(error);
   }
   pane.send.disabled = work.contact.status !== "connected";
-  pane.input.focus();
+  // back to this chat's input, unless the agent moved on to another chat while the reply was on its way:
+  // their next keys must not land in this one
+  const active = document.activeElement;
+  if (!active || active === document.body || pane.root.contains(active)) pane.input.focus();
 }
 
 async function endContact(work) {
