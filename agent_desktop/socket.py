@@ -57,6 +57,7 @@ from core.auth import Role, User
 from core.db import utcnow
 from core.errors import Forbidden, HuiliuError, NotFound
 from core.log import get_logger
+from ivr_flows.transcript import PARTIAL_TOPIC
 from omnichannel.channels.webchat import agent_typing as publish_agent_typing
 
 if TYPE_CHECKING:
@@ -64,8 +65,6 @@ if TYPE_CHECKING:
     from agent_desktop.service import Desktop
 
 log = get_logger(__name__)
-
-PARTIAL_TOPIC = "transcript.partial"  # what asr.transcripts and ivr_flows.transcript publish partials on
 
 TokenResolver = Callable[[str], Awaitable[User]]
 AGENT_NS = "/agent"
