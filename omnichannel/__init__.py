@@ -6,7 +6,7 @@ await omni.timeline.append(customer.id, NewEvent(kind="call.started", channel=Ch
                            idempotency_key=f"call:{call_id}:started"), Actor(type="system"))
 """
 
-from omnichannel.identity import normalize, normalize_phone
+from omnichannel.identity import normalize, normalize_email, normalize_phone
 from omnichannel.models import (
     Actor,
     Channel,
@@ -35,5 +35,6 @@ __all__ = [
     "TimelineEvent",
     "TimelinePage",
     "normalize",
+    "normalize_email",
     "normalize_phone",
 ]

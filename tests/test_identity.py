@@ -39,3 +39,37 @@ def test_bad_email_and_wechat_id_are_refused() -> None:
         normalize(Identity(kind=IdentityKind.email, value="not-an-email"))
     with pytest.raises(Invalid, match="WeChat"):
         normalize(Identity(kind=IdentityKind.wechat_openid, value="o<script>"))
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [
+        ("o'brien+shop@Mail.Example.org", "o'brien+shop@mail.example.org"),
+        ("张三@例子.中国", "张三@例子.中国"),
+        ("li@shop.xn--fiqs8s", "li@shop.xn--fiqs8s"),
+    ],
+)
+def test_plain_mailboxes_are_kept_as_written_in_lower_case(written: str, canonical: str) -> None:
+    assert normalize(Identity(kind=IdentityKind.email, value=written)).value == canonical
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a,b@example.com",  # a comma in To: is a second recipient
+        "Li <li@example.com>",
+        "li@example",
+        "li@example.c",
+        "li..na@example.com",
+        "li@-example.com",
+        "li@example..com",
+        "li@10.0.0.1",
+        "li\n@example.com",
+        "li@x@example.com",
+        "x" * 65 + "@example.com",
+    ],
+)
+def test_an_email_that_is_not_one_plain_mailbox_is_refused(bad: str) -> None:
+    with pytest.raises(Invalid) as caught:
+        normalize(Identity(kind=IdentityKind.email, value=bad))
+    assert caught.value.code == "invalid_email"
