@@ -46,6 +46,20 @@ class CallControl:
         """Transfer a live call (blind or attended); returns once the transfer succeeded."""
         await self._send(call_id, {"op": "transfer", "target": target, "attended": attended}, wait)
 
+    async def consult(self, call_id: str, target: str, *, wait: float = 45.0) -> str:
+        """Hold the customer and ring ``target`` for the agent to talk to first (``telephony.consult``);
+        returns the consultation leg's call id once the target answered."""
+        reply = await self._send(call_id, {"op": "consult", "target": target}, wait)
+        return str(reply.get("consult_call_id", ""))
+
+    async def complete_consult(self, call_id: str, *, wait: float = 10.0) -> None:
+        """Bridge the customer to the consulted target (the attended transfer is done)."""
+        await self._send(call_id, {"op": "consult_complete"}, wait)
+
+    async def cancel_consult(self, call_id: str, *, wait: float = 10.0) -> None:
+        """End the consultation; the agent talks with the customer again."""
+        await self._send(call_id, {"op": "consult_cancel"}, wait)
+
     async def attach_media(self, call_id: str, *, wait: float = 5.0) -> None:
         """Have the owning worker relay the call's audio over Redis (``telephony.media_relay``) for a web
         softphone; a no-op when it already does."""
@@ -84,7 +98,7 @@ class CallControl:
             refused = str(reply.get("detail", "the worker could not place the call"))
         raise Unavailable(f"the call could not be placed: {refused}", code="dial_failed")
 
-    async def _send(self, call_id: str, command: dict[str, Any], wait: float) -> None:
+    async def _send(self, call_id: str, command: dict[str, Any], wait: float) -> dict[str, Any]:
         call = await self.store.call(call_id)
         if call is None:
             raise NotFound(f"no call {call_id}", code="call_not_found")
@@ -99,6 +113,7 @@ class CallControl:
             if reply.get("code") == "call_not_found":
                 raise Conflict(f"call {call_id} has ended", code="call_ended")
             raise Conflict(str(reply.get("detail", "the command failed")), code=str(reply.get("code")))
+        return reply
 
     async def _ask(self, worker_id: str, command: dict[str, Any], wait: float) -> dict[str, Any] | None:
         """Push ``command`` on the worker's list and wait for its reply (None: no reply within ``wait``)."""

@@ -1,6 +1,6 @@
-"""REST operations on live calls: list them, hang one up, transfer one, hold one, send DTMF on one (each sent
-to the owning worker); dial out; and the recordings' metadata (a recording the disk could not hold shows
-there with its error).
+"""REST operations on live calls: list them, hang one up, transfer one (blind, or attended after the agent
+consulted the target), hold one, send DTMF on one (each sent to the owning worker); dial out; and the
+recordings' metadata (a recording the disk could not hold shows there with its error).
 
 Who may act on a call is the composition root's rule (``CALL_ACCESS``, set by ``core.app``: an agent only on
 the call connected to them, a supervisor on any); without one, any signed-in user may. What an agent's
@@ -144,6 +144,55 @@ async def hang_up(request: web.Request) -> None:
 )
 async def transfer(request: web.Request, body: TransferRequest) -> None:
     await request.app[CALL_CONTROL].transfer(await _may_control(request), body.target, attended=body.attended)
+
+
+class ConsultRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target: str = Field(min_length=1, max_length=256, description="SIP URI, number or extension to consult")
+
+
+class Consultation(BaseModel):
+    call_id: str = Field(description="The customer's call, on hold meanwhile")
+    target: str
+    consult_call_id: str = Field(description="The call to the target, whom the agent now hears")
+
+
+@api.route(
+    "POST",
+    "/api/calls/{call_id}/consult",
+    summary="Attended transfer, step 1: hold the caller and call the target; returns once the target "
+    "answered (the agent's softphone now talks with the target)",
+    body=ConsultRequest,
+    response=Consultation,
+    audit_target="call_id",
+)
+async def consult(request: web.Request, body: ConsultRequest) -> Consultation:
+    call_id = await _may_control(request)
+    audit_details(request, target=body.target)
+    consult_call_id = await request.app[CALL_CONTROL].consult(call_id, body.target)
+    return Consultation(call_id=call_id, target=body.target, consult_call_id=consult_call_id)
+
+
+@api.route(
+    "POST",
+    "/api/calls/{call_id}/consult/complete",
+    summary="Attended transfer, step 2: connect the caller to the consulted target; the agent leaves",
+    status=204,
+    audit_target="call_id",
+)
+async def complete_consult(request: web.Request) -> None:
+    await request.app[CALL_CONTROL].complete_consult(await _may_control(request))
+
+
+@api.route(
+    "POST",
+    "/api/calls/{call_id}/consult/cancel",
+    summary="End the consultation (ringing or talking); the agent talks with the caller again",
+    status=204,
+    audit_target="call_id",
+)
+async def cancel_consult(request: web.Request) -> None:
+    await request.app[CALL_CONTROL].cancel_consult(await _may_control(request))
 
 
 @api.route(

@@ -43,12 +43,19 @@ def media_channel(db_name: str, call_id: str, side: Side) -> str:
     return f"huiliu-media:{db_name}:{call_id}:{side}"
 
 
-async def relay_call_audio(call: Call, redis: aioredis.Redis, *, db_name: str) -> None:
+async def relay_call_audio(
+    call: Call, redis: aioredis.Redis, *, db_name: str, channel_id: str | None = None
+) -> None:
     """Publish the caller's audio and play the agent's audio into the call until the call ends (or this is
-    cancelled, e.g. when the agent leg is gone)."""
-    upstream = asyncio.create_task(_caller_to_redis(call, redis, db_name), name=f"media-up-{call.call_id}")
+    cancelled, e.g. when the agent leg is gone). ``channel_id`` names the channels when they are another
+    call's: an agent consulting a transfer target talks to the target on the customer's call's channels
+    (``telephony.consult``)."""
+    channel_id = channel_id or call.call_id
+    upstream = asyncio.create_task(
+        _caller_to_redis(call, redis, db_name, channel_id), name=f"media-up-{call.call_id}"
+    )
     downstream = asyncio.create_task(
-        _redis_to_caller(call, redis, db_name), name=f"media-down-{call.call_id}"
+        _redis_to_caller(call, redis, db_name, channel_id), name=f"media-down-{call.call_id}"
     )
     try:
         done, _ = await asyncio.wait({upstream, downstream}, return_when=asyncio.FIRST_COMPLETED)
@@ -64,8 +71,8 @@ async def relay_call_audio(call: Call, redis: aioredis.Redis, *, db_name: str) -
                 await task
 
 
-async def _caller_to_redis(call: Call, redis: aioredis.Redis, db_name: str) -> None:
-    channel = media_channel(db_name, call.call_id, "caller")
+async def _caller_to_redis(call: Call, redis: aioredis.Redis, db_name: str, channel_id: str) -> None:
+    channel = media_channel(db_name, channel_id, "caller")
     async for frame in call.audio_frames():
         try:
             await redis.publish(channel, frame)
@@ -92,9 +99,9 @@ def valid_pcm(data: object) -> bytes | None:
     return None
 
 
-async def _redis_to_caller(call: Call, redis: aioredis.Redis, db_name: str) -> None:
-    agent = media_channel(db_name, call.call_id, "agent").encode()
-    barge = media_channel(db_name, call.call_id, "barge").encode()
+async def _redis_to_caller(call: Call, redis: aioredis.Redis, db_name: str, channel_id: str) -> None:
+    agent = media_channel(db_name, channel_id, "agent").encode()
+    barge = media_channel(db_name, channel_id, "barge").encode()
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     loop = asyncio.get_running_loop()
     last_agent_frame = 0.0

@@ -48,6 +48,7 @@ from core.settings import Settings, load_settings
 from omnichannel import Omnichannel
 from telephony.api import CallEnded, CallHandler, CallRouter, Direction, HangupCause
 from telephony.calls import PjsuaCall, UnrecordedCall
+from telephony.consult import Consultations, ConsultError
 from telephony.control import COMMANDS_KEY
 from telephony.ledger import CallFacts, CallLedger
 from telephony.media_relay import relay_call_audio
@@ -119,7 +120,9 @@ class TelephonyWorker:
         self.rejected_busy = 0
         self._unclaimed: collections.OrderedDict[int, list[EndpointEvent]] = collections.OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._relays: set[str] = set()
+        self._relays: dict[str, asyncio.Task[None]] = {}  # customer call id → the relay of its agent audio
+        self._media_wanted: set[str] = set()  # calls a web softphone asked the audio of
+        self.consultations = Consultations(self.consult, self._carry_agent_audio, self.target_uri)
         self._background: list[asyncio.Task[None]] = []
         self._started_at = utcnow()
         self._no_calls = asyncio.Event()
@@ -359,6 +362,13 @@ class TelephonyWorker:
                 await call.hangup(HangupCause(command.get("cause", HangupCause.agent_hangup.value)))
             elif command.get("op") == "transfer":
                 await call.transfer(str(command["target"]), attended=bool(command.get("attended")))
+            elif command.get("op") == "consult":
+                leg = await self.consultations.start(call, str(command["target"]))
+                reply = {"ok": True, "consult_call_id": leg.call_id}
+            elif command.get("op") == "consult_complete":
+                await self.consultations.complete(call)
+            elif command.get("op") == "consult_cancel":
+                await self.consultations.cancel(call)
             elif command.get("op") == "media":
                 self._relay_media(call)
             elif command.get("op") == "hold":
@@ -370,6 +380,8 @@ class TelephonyWorker:
                     await call.send_dtmf(str(command["digits"]))
             else:
                 reply = {"ok": False, "code": "unknown_command", "detail": str(command.get("op"))}
+        except ConsultError as exc:
+            reply = {"ok": False, "code": exc.code, "detail": str(exc)}
         except CallEnded:
             reply = {"ok": False, "code": "call_not_found", "detail": "the call has ended"}
         except Exception as exc:
@@ -405,20 +417,45 @@ class TelephonyWorker:
 
     def _relay_media(self, call: PjsuaCall) -> None:
         """Carry the call's audio to and from a web softphone (once per call; ends with the call). An
-        outbound call still ringing is relayed from its answer on."""
+        outbound call still ringing is relayed from its answer on; a call in consultation relays the
+        consultation leg (``telephony.consult``)."""
         if self.redis is None or call.call_id in self._relays:
             return
-        self._relays.add(call.call_id)
-        relay = self._relay_once_answered(call, self.redis)
-        task = asyncio.ensure_future(relay)
+        if call.call_id not in self._media_wanted:
+            self._media_wanted.add(call.call_id)
+            call.add_ended_callback(lambda _: self._media_wanted.discard(call.call_id))
+        leg = self.consultations.agent_leg(call)
+        if leg is not None:
+            self._start_relay(call.call_id, leg)
+
+    def _start_relay(self, call_id: str, leg: PjsuaCall) -> None:
+        assert self.redis is not None
+        task = asyncio.ensure_future(self._relay_once_answered(leg, self.redis, call_id))
+        self._relays[call_id] = task
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _: self._relays.discard(call.call_id))
 
-    async def _relay_once_answered(self, call: PjsuaCall, redis: aioredis.Redis) -> None:
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._relays.get(call_id) is done:
+                del self._relays[call_id]
+
+        task.add_done_callback(forget)
+
+    async def _carry_agent_audio(self, call_id: str, leg: PjsuaCall | None) -> None:
+        """Switch the agent audio of customer call ``call_id`` to ``leg`` (None: stop it), if a web
+        softphone asked for it."""
+        task = self._relays.pop(call_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if leg is not None and call_id in self._media_wanted and self.redis is not None:
+            self._start_relay(call_id, leg)
+
+    async def _relay_once_answered(self, leg: PjsuaCall, redis: aioredis.Redis, call_id: str) -> None:
         with contextlib.suppress(CallEnded):
-            await call.wait_answered()
-            await relay_call_audio(call, redis, db_name=self.options.db_name)
+            await leg.wait_answered()
+            await relay_call_audio(leg, redis, db_name=self.options.db_name, channel_id=call_id)
 
     # -- stopping
 
@@ -434,6 +471,7 @@ class TelephonyWorker:
         )
 
     async def stop(self) -> None:
+        await self.consultations.close()
         for task in self._background:
             task.cancel()
         for task in list(self._tasks):

@@ -9,7 +9,8 @@
         --say speech.wav --say-at 1.0 --hangup-at 12                                  # an IVR caller
 
 It records what it hears on each call to a WAV file and prints one JSON line: per call whether it
-connected, its final status, the RMS level of what it heard, the DTMF digits it received (``dtmf``, with
+connected, its final status, the RMS level of what it heard (and of each ``--listen-hz`` tone in it:
+``tones``), the DTMF digits it received (``dtmf``, with
 how they came: ``dtmf_methods``) and the media states it went through (``media``: ``active``,
 ``remote_hold``…) — the call it placed (``call``), one it was transferred to (REFER: ``transferred``), calls
 it answered (``in1``…) and calls that replaced those (attended transfer: ``replaced``). Answering (no
@@ -59,6 +60,27 @@ def rms(path: Path) -> tuple[float, float]:
         return 0.0, 0.0
     values = struct.unpack(f"<{count}h", data[: count * 2])
     return math.sqrt(sum(v * v for v in values) / count), count / rate
+
+
+def tone_levels(path: Path, frequencies: list[float]) -> dict[str, float]:
+    """The RMS level of each frequency (a band of +-20 Hz) in a 16-bit mono WAV: which tones were heard."""
+    import numpy as np
+
+    try:
+        with wave.open(str(path), "rb") as wav:
+            samples = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").astype(np.float64)
+            rate = wav.getframerate()
+    except (OSError, EOFError, wave.Error):
+        return {f"{hz:g}": 0.0 for hz in frequencies}
+    if not len(samples):
+        return {f"{hz:g}": 0.0 for hz in frequencies}
+    spectrum = np.abs(np.fft.rfft(samples)) ** 2
+    bins = np.fft.rfftfreq(len(samples), 1 / rate)
+    levels = {}
+    for hz in frequencies:
+        band = spectrum[(bins > hz - 20) & (bins < hz + 20)].sum()
+        levels[f"{hz:g}"] = round(float(np.sqrt(2 * band) / len(samples)), 1)
+    return levels
 
 
 MEDIA_STATES = {
@@ -118,6 +140,7 @@ class PeerCall(pj.Call):  # type: ignore[misc]
                 if self.peer.tone is not None and self.player is None:
                     self.player = pj.AudioMediaPlayer()
                     self.player.createPlayer(str(self.peer.tone))
+                if self.player is not None:  # again after a hold: a phone's microphone goes on sending
                     self.player.startTransmit(audio)
 
     def onCallReplaced(self, prm: Any) -> None:
@@ -266,6 +289,8 @@ class Peer:
                 "dtmf_methods": sorted(call.dtmf_methods),
                 "media": call.media_states,
             }
+            if self.args.listen_hz:
+                result[call.label]["tones"] = tone_levels(call.record_path, self.args.listen_hz)
         return result
 
     def _send_dtmf(self, call: PeerCall, digits: str) -> None:
@@ -318,6 +343,9 @@ def main() -> int:
     parser.add_argument("--say-at", type=float, default=1.0, help="seconds after the answer")
     parser.add_argument("--hangup-at", type=float, default=0.0, help="hang up that long after the answer")
     parser.add_argument("--tone-hz", type=float, default=0.0, help="play a tone into the call")
+    parser.add_argument(
+        "--listen-hz", type=float, action="append", default=[], help="report the level of this tone heard"
+    )
     parser.add_argument("--rtp-port", type=int, default=0, help="first RTP port (default: a random one)")
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
