@@ -354,7 +354,12 @@ class Bot:
         assert self.linker is not None
         if _CODE.fullmatch(text) and await self.linker.pending(customer.id):
             try:
-                await self.linker.verify(customer.id, text.strip())
+                await self.linker.verify(
+                    customer.id,
+                    text.strip(),
+                    channel=Channel(session["channel"]),
+                    conversation_id=str(session["conversation_id"]),
+                )
             except HuiliuError as exc:
                 log.info("bot.verification_failed", code=exc.code)
                 return TEXTS["code_wrong"][lang]

@@ -209,7 +209,7 @@ class WebChatService:
         self.attachments_dir = attachments_dir
         self.bot_enabled = bot_enabled
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.linker: IdentityLinker | None = None  # phone verification (set by Channels.attach)
+        self.linker: IdentityLinker | None = None  # phone and email verification (Channels.attach)
 
     # ---------------------------------------------------------------------------------- visitors
 
@@ -676,7 +676,24 @@ class _VisitorNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return _problem(exc)
         return {"ok": {"sent_to": masked}}
 
+    async def on_verify_email(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Email a code to the address the visitor gave (to link them to the customer with that address)."""
+        visitor_id, _ = await self._visitor(sid)
+        service = self.sockets.service
+        address = data.get("email") if isinstance(data, dict) else None
+        try:
+            if not isinstance(address, str) or not address.strip() or service.linker is None:
+                raise Invalid("send {email: …}", code="email_required")
+            visitor = await service.visitor(visitor_id)
+            masked = await service.linker.start_email(
+                str(visitor["customer_id"]), address, visitor.get("language")
+            )
+        except HuiliuError as exc:
+            return _problem(exc)
+        return {"ok": {"sent_to": masked}}
+
     async def on_verify_code(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """Check the code sent by ``verify_phone`` or ``verify_email``; right, the visitor is linked."""
         visitor_id, _ = await self._visitor(sid)
         service = self.sockets.service
         code = data.get("code") if isinstance(data, dict) else None
@@ -684,7 +701,12 @@ class _VisitorNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             if not isinstance(code, str) or service.linker is None:
                 raise Invalid("send {code: …}", code="code_required")
             visitor = await service.visitor(visitor_id)
-            linked = await service.linker.verify(str(visitor["customer_id"]), code)
+            linked = await service.linker.verify(
+                str(visitor["customer_id"]),
+                code,
+                channel=Channel.webchat,
+                conversation_id=str(visitor["conversation_id"]),
+            )
         except HuiliuError as exc:
             return _problem(exc)
         return {"ok": {"customer_id": linked.customer_id, "merged": linked.merged}}

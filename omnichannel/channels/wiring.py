@@ -111,7 +111,14 @@ class Channels:
             bot_enabled=settings.bot_enabled,
         )
         self.notifier.webchat = self.webchat
-        linker = IdentityLinker(self.sms.omni, self.sms, self.sms.redis, AuditLog(self.db), settings.secret())
+        linker = IdentityLinker(
+            self.sms.omni,
+            self.sms,
+            self.sms.redis,
+            AuditLog(self.db),
+            settings.secret(),
+            email=self.email if settings.smtp_host else None,  # codes by email need outbound SMTP
+        )
         self.bot.linker = linker
         self.webchat.linker = linker
         # Load the NLU model now rather than in the first customer's 5-second WeChat window.

@@ -1,5 +1,6 @@
 """Identity linking: a phone number given on web chat or WeChat and proven by an SMS code (the development
-sink provider receives it) joins the visitor to the customer who owns that number: one timeline."""
+sink provider receives it) joins the visitor to the customer who owns that number: one timeline. (By email:
+test_identity_linking_email.py.)"""
 
 from __future__ import annotations
 
@@ -51,12 +52,20 @@ async def test_a_visitor_who_proves_their_number_joins_the_callers_timeline(
     assert linked == {"ok": {"customer_id": caller["id"], "merged": True}}
 
     kinds = {(event["channel"], event["kind"]) for event in await timeline(admin, caller["id"])}
-    assert {("voice", "call.ended"), ("webchat", "message.in")} <= kinds
+    assert {("voice", "call.ended"), ("webchat", "message.in"), ("webchat", "identity.verified")} <= kinds
     _, audit, _ = await admin.request(
         "GET", "/api/audit", params={"target": f"/api/customers/{caller['id']}"}
     )
     assert [entry["action"] for entry in audit] == ["identity_verified"]
     assert visitor.client.connected
+
+
+async def test_without_outbound_smtp_an_email_address_cannot_be_verified(visitor: Visitor) -> None:
+    answer = await visitor.call("verify_email", {"email": "li.na@example.com"})
+    assert answer["error"]["code"] == "email_verification_unavailable"
+    assert await visitor.call("verify_phone", {"phone": "13800138002"}) == {
+        "ok": {"sent_to": "+86138****8002"}
+    }
 
 
 async def test_a_wechat_user_gives_their_number_and_the_bot_links_it_with_a_code(

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from core.app import REDIS
 from core.db import Database
-from omnichannel.channels.linking import CODES_PER_NUMBER, MAX_ATTEMPTS
+from omnichannel.channels.linking import CODES_PER_ADDRESS, MAX_ATTEMPTS
 from tests.channels import test_identity_linking
 from tests.channels.conftest import eventually
 from tests.channels.test_identity_linking import code_sent_to
@@ -49,7 +49,7 @@ async def test_new_visitors_cannot_pump_codes_to_one_number(
     phone, raw = "+8613900139002", "13900139002"
     redis = server.app[REDIS]
     answers = []
-    for _ in range(CODES_PER_NUMBER + 2):
+    for _ in range(CODES_PER_ADDRESS + 2):
         fresh = Visitor(server, await new_visitor_token(http))  # a new customer each time
         await fresh.connect()
         try:
@@ -65,14 +65,14 @@ async def test_new_visitors_cannot_pump_codes_to_one_number(
             await fresh.disconnect()
         await redis.delete(f"huiliu:verify:number-wait:{phone}")  # as if the minute had passed
 
-    assert answers[:CODES_PER_NUMBER] == [{"ok": {"sent_to": "+86139****9002"}}] * CODES_PER_NUMBER
-    for refused in answers[CODES_PER_NUMBER:]:
+    assert answers[:CODES_PER_ADDRESS] == [{"ok": {"sent_to": "+86139****9002"}}] * CODES_PER_ADDRESS
+    for refused in answers[CODES_PER_ADDRESS:]:
         assert refused["error"]["code"] == "verification_number_limited"
     texted = await eventually(
-        lambda: _count_at_least(db, phone, CODES_PER_NUMBER), "the codes at the SMS sink"
+        lambda: _count_at_least(db, phone, CODES_PER_ADDRESS), "the codes at the SMS sink"
     )
     await asyncio.sleep(0.5)
-    assert texted == await db["sms_sink"].count_documents({"to": phone}) == CODES_PER_NUMBER
+    assert texted == await db["sms_sink"].count_documents({"to": phone}) == CODES_PER_ADDRESS
 
 
 async def _count_at_least(db: Database, phone: str, wanted: int) -> int | None:
