@@ -132,6 +132,7 @@ const DICTIONARIES = {
     "kind.message.out": "发出消息",
     "kind.ticket.created": "创建工单",
     "kind.note.added": "添加备注",
+    "kind.identity.verified": "身份已验证",
 
     "actor.customer": "客户",
     "actor.agent": "坐席",
@@ -273,6 +274,7 @@ const DICTIONARIES = {
     "kind.message.out": "Message sent",
     "kind.ticket.created": "Ticket created",
     "kind.note.added": "Note added",
+    "kind.identity.verified": "Identity verified",
 
     "actor.customer": "Customer",
     "actor.agent": "Agent",

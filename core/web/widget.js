@@ -4,7 +4,8 @@
  *   <script src="https://support.example.com/static/widget.js" async></script>
  *
  * Optional attributes: data-lang="zh|en" (default: the browser's language), data-title="…".
- * "Verify phone" links the visitor to the customer with that number: an SMS code, checked by the server.
+ * "Verify" links the visitor to the customer with a phone number (a code by SMS) or an email address (a code
+ * by email) they prove is theirs; the server checks the code.
  * Everything it draws lives in a shadow root (the host page's CSS cannot break it, ours cannot leak), text is
  * always set with textContent (nothing a visitor or agent types is ever parsed as HTML), and it talks only to
  * the server it was loaded from: Socket.IO namespace /visitor on /chat/socket.io, and /api/webchat/*.
@@ -44,17 +45,29 @@
       agent: "客服",
       joined: "客服已接入",
       close: "关闭",
-      verify: "验证手机",
-      verifyIntro: "验证手机号后，我们能看到您以前的订单和工单，不用重复说明。",
+      verify: "验证身份",
+      verifyIntro: "验证手机号或邮箱后，我们能看到您以前的订单和工单，不用重复说明。",
+      verifyBy: "验证方式",
+      byPhone: "手机",
+      byEmail: "邮箱",
       phone: "手机号",
+      email: "邮箱地址",
       sendCode: "发送验证码",
       code: "短信验证码",
+      codeEmail: "邮件中的验证码",
       confirm: "验证",
-      codeSent: "验证码已发送至 {phone}，10 分钟内有效。",
+      codeSent: "验证码已发送至 {to}，10 分钟内有效。",
       verified: "手机号已验证，您的记录已关联。",
+      verifiedEmail: "邮箱已验证，您的记录已关联。",
       phone_required: "请输入手机号",
       invalid_phone: "手机号格式不正确",
+      email_required: "请输入邮箱地址",
+      invalid_email: "邮箱地址格式不正确",
       verification_rate_limited: "验证码刚发送过，请一分钟后再试",
+      verification_number_limited: "这个号码一小时内收到的验证码太多，请稍后再试",
+      verification_email_limited: "这个邮箱一小时内收到的验证码太多，请稍后再试",
+      email_verification_unavailable: "暂时不能用邮箱验证，请改用手机号",
+      email_send_failed: "验证码邮件没能发出，请稍后再试",
       code_required: "请输入验证码",
       verification_failed: "验证码不正确，还可以再试 {attempts} 次",
       verification_locked: "错误次数过多，请重新获取验证码",
@@ -81,17 +94,29 @@
       agent: "Agent",
       joined: "An agent has joined",
       close: "Close",
-      verify: "Verify phone",
-      verifyIntro: "Verify your phone number so that we see your earlier orders and tickets — no need to repeat yourself.",
+      verify: "Verify it's me",
+      verifyIntro: "Verify your phone number or email address so that we see your earlier orders and tickets — no need to repeat yourself.",
+      verifyBy: "Verify by",
+      byPhone: "Phone",
+      byEmail: "Email",
       phone: "Phone number",
+      email: "Email address",
       sendCode: "Send code",
       code: "Code from the SMS",
+      codeEmail: "Code from the email",
       confirm: "Verify",
-      codeSent: "We sent a code to {phone}; it is valid for 10 minutes.",
+      codeSent: "We sent a code to {to}; it is valid for 10 minutes.",
       verified: "Your phone number is verified and your history is linked.",
+      verifiedEmail: "Your email address is verified and your history is linked.",
       phone_required: "Please enter your phone number",
       invalid_phone: "That is not a valid phone number",
+      email_required: "Please enter your email address",
+      invalid_email: "That is not a valid email address",
       verification_rate_limited: "A code was just sent; please try again in a minute",
+      verification_number_limited: "Too many codes went to this number this hour; please try again later",
+      verification_email_limited: "Too many codes went to this address this hour; please try again later",
+      email_verification_unavailable: "Email verification is not available now; please use your phone number",
+      email_send_failed: "The code email could not be sent; please try again later",
       code_required: "Please enter the code",
       verification_failed: "Wrong code; {attempts} tries left",
       verification_locked: "Too many wrong codes; please ask for a new one",
@@ -165,16 +190,38 @@
   var send = el("button", "send", t("send"));
   send.type = "submit";
   form.append(attach, input, send, file);
-  // Phone verification: number -> SMS code -> linked to the customer with that number (linking.py).
+  // Verification: a phone number (SMS code) or an email address (code by email) -> the code -> linked to
+  // the customer with that number or address (linking.py).
   var verifyForm = el("form", "verify-form");
   verifyForm.hidden = true;
+  verifyForm.noValidate = true;  // the server judges the address; a hidden invalid field must not block Verify
   var verifyIntro = el("p", "verify-intro", t("verifyIntro"));
+  var verifyBy = el("fieldset", "verify-by");
+  verifyBy.appendChild(el("legend", "verify-by-legend", t("verifyBy")));
+  var byRadios = ["phone", "email"].map(function (kind) {
+    var label = el("label", "verify-by-" + kind);
+    var radio = el("input");
+    radio.type = "radio";
+    radio.name = "verify-by";
+    radio.value = kind;
+    radio.checked = kind === "phone";
+    label.append(radio, el("span", "", t(kind === "phone" ? "byPhone" : "byEmail")));
+    verifyBy.appendChild(label);
+    return radio;
+  });
   var phoneInput = el("input", "verify-phone");
   phoneInput.type = "tel";
   phoneInput.autocomplete = "tel";
   phoneInput.maxLength = 32;
   phoneInput.placeholder = t("phone");
   phoneInput.setAttribute("aria-label", t("phone"));
+  var emailInput = el("input", "verify-email");
+  emailInput.type = "email";
+  emailInput.autocomplete = "email";
+  emailInput.maxLength = 254;
+  emailInput.placeholder = t("email");
+  emailInput.setAttribute("aria-label", t("email"));
+  emailInput.hidden = true;
   var sendCodeButton = el("button", "verify-send", t("sendCode"));
   sendCodeButton.type = "button";
   var codeInput = el("input", "verify-code");
@@ -189,7 +236,9 @@
   confirmButton.hidden = true;
   var verifyStatus = el("p", "verify-status");
   verifyStatus.setAttribute("aria-live", "polite");
-  verifyForm.append(verifyIntro, phoneInput, sendCodeButton, codeInput, confirmButton, verifyStatus);
+  verifyForm.append(
+    verifyIntro, verifyBy, phoneInput, emailInput, sendCodeButton, codeInput, confirmButton, verifyStatus
+  );
   panel.append(header, status, verifyForm, list, typing, form);
   root.append(launcher, panel);
   (document.body || document.documentElement).appendChild(host);
@@ -381,31 +430,55 @@
     var text = TEXT[lang][error.code] ? t(error.code, { attempts: error.attempts_left }) : t("failed");
     verifyMessage(text, true);
   }
-  function askSocket(event, data, done) {
-    if (!socket || !socket.connected) { verifyMessage(t("offline"), true); return; }
+  function askSocket(event, data, done, settled) {
+    if (!socket || !socket.connected) { verifyMessage(t("offline"), true); if (settled) settled(); return; }
     socket.timeout(10000).emit(event, data, function (timeoutError, ack) {
+      if (settled) settled();
       if (timeoutError) { verifyMessage(t("failed"), true); return; }
       if (ack && ack.ok) done(ack.ok); else verifyError(ack);
     });
   }
+  var verifyingBy = "phone";   // where the code is asked for: "phone" or "email"
+  var codeSentBy = null;       // where the last code went
+  function addressInput() { return verifyingBy === "email" ? emailInput : phoneInput; }
+  byRadios.forEach(function (radio) {
+    radio.addEventListener("change", function () {
+      if (!radio.checked) return;
+      verifyingBy = radio.value;
+      phoneInput.hidden = verifyingBy !== "phone";
+      emailInput.hidden = verifyingBy !== "email";
+      if (verifyStatus.classList.contains("error")) verifyMessage("", false);
+    });
+    // Enter on a choice goes on to its field (it would otherwise submit the code form).
+    radio.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") { event.preventDefault(); addressInput().focus(); }
+    });
+  });
   verifyButton.addEventListener("click", function () {
     verifyForm.hidden = !verifyForm.hidden;
-    if (!verifyForm.hidden) (codeInput.hidden ? phoneInput : codeInput).focus();
+    if (!verifyForm.hidden) (codeInput.hidden ? addressInput() : codeInput).focus();
   });
   sendCodeButton.addEventListener("click", function () {
-    var phone = phoneInput.value.trim();
-    if (!phone) { verifyMessage(t("phone_required"), true); return; }
-    sendCodeButton.disabled = true;
-    askSocket("verify_phone", { phone: phone }, function (ok) {
-      verifyMessage(t("codeSent", { phone: ok.sent_to }), false);
+    var by = verifyingBy;
+    var value = addressInput().value.trim();
+    if (!value) { verifyMessage(t(by + "_required"), true); return; }
+    sendCodeButton.disabled = true;  // until the server answers: one code per press, yet a fix goes at once
+    var data = by === "email" ? { email: value } : { phone: value };
+    askSocket("verify_" + by, data, function (ok) {
+      codeSentBy = by;
+      var label = t(by === "email" ? "codeEmail" : "code");
+      codeInput.placeholder = label;
+      codeInput.setAttribute("aria-label", label);
+      verifyMessage(t("codeSent", { to: ok.sent_to }), false);
       codeInput.hidden = false;
       confirmButton.hidden = false;
       codeInput.focus();
-    });
-    setTimeout(function () { sendCodeButton.disabled = false; }, 1500);
+    }, function () { sendCodeButton.disabled = false; });
   });
-  phoneInput.addEventListener("keydown", function (event) {
-    if (event.key === "Enter") { event.preventDefault(); sendCodeButton.click(); }
+  [phoneInput, emailInput].forEach(function (field) {
+    field.addEventListener("keydown", function (event) {
+      if (event.key === "Enter") { event.preventDefault(); sendCodeButton.click(); }
+    });
   });
   verifyForm.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -415,7 +488,8 @@
       verifyForm.hidden = true;
       verifyButton.hidden = true;
       save("verified", true);
-      list.appendChild(el("li", "message notice verified", t("verified")));
+      var verified = t(codeSentBy === "email" ? "verifiedEmail" : "verified");
+      list.appendChild(el("li", "message notice verified", verified));
       list.scrollTop = list.scrollHeight;
     });
   });

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from aiohttp import web
@@ -18,6 +18,7 @@ from core.settings import Settings
 from omnichannel import Actor
 from omnichannel.channels import CHANNELS
 from omnichannel.channels.webchat import agent_typing
+from tests.channels.test_email_notices import Relay
 from tests.conftest import ApiClient
 
 
@@ -28,9 +29,20 @@ def warm_analyzer() -> None:
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
+def relay() -> Iterator[Relay]:
+    """The mail provider's SMTP relay (a local aiosmtpd): codes by email arrive here."""
+    relay = Relay()
+    relay.up()
+    yield relay
+    relay.down()
+
+
+@pytest.fixture
+def settings(settings: Settings, relay: Relay) -> Settings:
     """SMS (the verification code) is delivered by the web process itself: no Celery worker here."""
-    return settings.model_copy(update={"sms_delivery": "inline"})
+    return settings.model_copy(
+        update={"sms_delivery": "inline", "smtp_host": "127.0.0.1", "smtp_port": relay.port}
+    )
 
 
 @pytest.fixture
@@ -154,7 +166,7 @@ async def test_a_visitor_proves_their_phone_number_in_the_widget_and_joins_the_c
     await expect(page.locator(".message.bot .text")).to_contain_text("9:00", timeout=15000)
 
     await page.locator(".verify").click()
-    await expect(page.locator(".verify-intro")).to_contain_text("验证手机号后")
+    await expect(page.locator(".verify-intro")).to_contain_text("验证手机号或邮箱后")
     await page.locator(".verify-send").click()
     await expect(page.locator(".verify-status.error")).to_have_text("请输入手机号")
     await page.locator(".verify-phone").fill("<b>12</b>")
@@ -195,4 +207,81 @@ async def test_the_verification_form_speaks_english(browser: Browser, shop: str)
     await page.locator(".verify-phone").fill("12")
     await page.locator(".verify-send").click()
     await expect(page.locator(".verify-status.error")).to_have_text("That is not a valid phone number")
+    await page.get_by_label("Email", exact=True).check()
+    await expect(page.locator(".verify-status")).to_be_hidden()  # the phone's error went with the phone
+    await expect(page.locator(".verify-email")).to_have_attribute("placeholder", "Email address")
+    await page.locator(".verify-email").fill("me@home")
+    await page.locator(".verify-send").click()
+    await expect(page.locator(".verify-status.error")).to_have_text("That is not a valid email address")
     await context.close()
+
+
+async def code_at_relay(relay: Relay, to: str) -> str:
+    """The verification code as the visitor's mailbox got it: the mail the relay took for them."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        for message in await relay.notices():
+            body = message.get_body(preferencelist=("plain",))
+            if message["To"] == to and body is not None:
+                [code] = re.findall(r"\b\d{6}\b", str(body.get_content()))[:1]
+                return str(code)
+        assert asyncio.get_running_loop().time() < deadline, "no code mail at the relay"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_visitor_proves_their_email_with_the_keyboard_and_joins_the_history_of_that_customer(
+    visitor_page: Page, shop: str, admin: ApiClient, relay: Relay
+) -> None:
+    page = visitor_page
+    status, known, _ = await admin.request(
+        "POST",
+        "/api/customers/resolve",
+        json={"identities": [{"kind": "email", "value": "zhou.min@example.com"}]},
+    )
+    assert status in (200, 201), known
+    known_id = known["customer"]["id"]
+    await admin.request(
+        "POST",
+        f"/api/customers/{known_id}/timeline",
+        json={"kind": "message.in", "channel": "email", "body": {"text": "发票开了吗？"}},
+    )
+    await page.goto(shop)
+    await page.locator(".launcher").click()
+    await page.locator(".input").fill("你们几点上班？")
+    await page.locator(".input").press("Enter")
+    await expect(page.locator(".message.bot .text")).to_contain_text("9:00", timeout=15000)
+
+    await page.locator(".verify").click()
+    await expect(page.locator(".verify-phone")).to_be_focused()
+    await page.keyboard.press("Shift+Tab")  # back to the choice of phone or email
+    await page.keyboard.press("ArrowRight")
+    await expect(page.get_by_label("邮箱", exact=True)).to_be_checked()
+    await expect(page.locator(".verify-phone")).to_be_hidden()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("邮箱地址")).to_be_focused()
+    await page.keyboard.type("<b>zhou</b>")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".verify-status.error")).to_have_text("邮箱地址格式不正确")
+    assert await page.locator(".verify-status b").count() == 0  # shown as text, never parsed
+
+    await page.locator(".verify-email").fill("Zhou.Min@Example.com")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".verify-status")).to_have_text(
+        "验证码已发送至 z***@example.com，10 分钟内有效。"
+    )
+    code_field = page.get_by_label("邮件中的验证码")
+    await expect(code_field).to_be_focused()
+    code = await code_at_relay(relay, "zhou.min@example.com")
+    await page.keyboard.type("000000" if code != "000000" else "111111")
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".verify-status.error")).to_have_text("验证码不正确，还可以再试 4 次")
+    await code_field.fill(code)
+    await page.keyboard.press("Enter")
+    await expect(page.locator(".message.notice.verified")).to_have_text("邮箱已验证，您的记录已关联。")
+    await expect(page.locator(".verify-form")).to_be_hidden()
+
+    # The chat and the customer's email are one history now.
+    status, events, _ = await admin.request("GET", f"/api/customers/{known_id}/timeline?limit=100")
+    assert status == 200, events
+    said = {(e["channel"], e["body"].get("text")) for e in events["events"] if e["kind"] == "message.in"}
+    assert {("email", "发票开了吗？"), ("webchat", "你们几点上班？")} <= said
