@@ -202,6 +202,8 @@ class DesktopSockets:
                 bus.subscribe("timeline.transcript.final", self._to_call_watchers("transcript")),
                 bus.subscribe(PARTIAL_TOPIC, self._relay_partial),
                 bus.subscribe("timeline.call.ended", self._call_ended),
+                bus.subscribe("timeline.call.consult_started", self._relay_consult),
+                bus.subscribe("timeline.call.consult_ended", self._relay_consult),
                 bus.subscribe("webchat.typing", self._relay_typing),
                 bus.subscribe(PARTIAL_TOPIC, self._to_call_watchers("transcript.partial")),
                 *(bus.subscribe(topic, self._session_changed) for topic in SESSION_TOPICS),
@@ -546,10 +548,7 @@ class DesktopSockets:
         if isinstance(conversation_id, str):
             contact = await self.desktop.chat.serving(conversation_id)
         elif isinstance(call_id, str):
-            doc = await self.desktop.store.contacts.find_one(
-                {"external_ref": call_id, "status": ContactStatus.connected.value}
-            )
-            contact = contact_from_doc(doc) if doc else None
+            contact = await self._connected_call(call_id)
         else:
             return
         if contact is None or contact.agent_id is None:
@@ -561,6 +560,36 @@ class DesktopSockets:
             room=agent_room(contact.agent_id),
             namespace=AGENT_NS,
             ignore_queue=True,
+        )
+
+    async def _connected_call(self, call_id: str) -> Contact | None:
+        doc = await self.desktop.store.contacts.find_one(
+            {"external_ref": call_id, "status": ContactStatus.connected.value}
+        )
+        return contact_from_doc(doc) if doc else None
+
+    async def _relay_consult(self, event: dict[str, Any]) -> None:
+        """A consultation on a call (attended transfer) starting or ending, to the agent who has the call:
+        ``call.consult`` {contact_id, call_id, kind, target, outcome} — the desktop learns the target hung
+        up."""
+        body = event.get("body") or {}
+        call_id = body.get("call_id")
+        if not isinstance(call_id, str):
+            return
+        contact = await self._connected_call(call_id)
+        if contact is None or contact.agent_id is None:
+            return
+        await self.sio.emit(
+            "call.consult",
+            {
+                "contact_id": contact.id,
+                "call_id": call_id,
+                "kind": event.get("kind"),
+                "target": body.get("target"),
+                "outcome": body.get("outcome"),
+            },
+            room=agent_room(contact.agent_id),
+            namespace=AGENT_NS,
         )
 
     def _to_call_watchers(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:

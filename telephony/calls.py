@@ -62,6 +62,7 @@ SEND_BACKLOG_FRAMES = 250
 ANSWER_MEDIA_TIMEOUT = 5.0
 TRANSFER_TIMEOUT = 30.0
 CONSULT_TIMEOUT = 30.0
+HOLD_SECONDS = 5.0  # how long hold/unhold wait for the other side to take the re-INVITE
 # how long a refused command waits for the call's end to arrive before it counts as an error
 ENDED_GRACE = 1.0
 # how long pjmedia takes to send one RFC 2833 key (a 200 ms event, its end packets, a gap)
@@ -159,6 +160,7 @@ class PjsuaCall:
         self._ended: asyncio.Future[HangupCause | str] = loop.create_future()
         self._hung_up = asyncio.Event()
         self._media_ready = asyncio.Event()
+        self._held = asyncio.Event()  # our hold took effect (the other side answered the re-INVITE)
         self._answered = asyncio.Event()
         self._hangup_cause: HangupCause | str | None = None
         self._digits: collections.deque[str] = collections.deque()
@@ -220,6 +222,10 @@ class PjsuaCall:
                 self._media_ready.set()
             else:
                 self._media_ready.clear()
+            if event.held and not event.active:
+                self._held.set()
+            else:
+                self._held.clear()
         elif isinstance(event, DtmfReceived):
             self._dtmf(DtmfEvent(event.digit, event.method))
         elif isinstance(event, PlaybackEnded):
@@ -585,17 +591,24 @@ class PjsuaCall:
             await self._until_ended(asyncio.sleep(DTMF_DIGIT_SECONDS * len(digits)))
 
     async def hold(self) -> None:
+        """Put the other side on hold; returns once it took the re-INVITE (at most ``HOLD_SECONDS``): a
+        second re-INVITE (unhold) sent before that one completes is refused by pjsip."""
         self._alive()
         handle = self.handle
         async with self._keys:
             await self._command(lambda engine: engine.hold(handle))
+            with contextlib.suppress(TimeoutError):
+                await self._until_ended(self._held.wait(), HOLD_SECONDS)
         self._state = CallState.held
 
     async def unhold(self) -> None:
+        """Take the other side off hold; returns once media flows again (at most ``HOLD_SECONDS``)."""
         self._alive()
         handle = self.handle
         async with self._keys:
             await self._command(lambda engine: engine.unhold(handle))
+            with contextlib.suppress(TimeoutError):
+                await self._until_ended(self._media_ready.wait(), HOLD_SECONDS)
         self._state = CallState.answered
 
     async def hangup(self, cause: HangupCause | str = HangupCause.normal) -> None:

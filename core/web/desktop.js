@@ -92,6 +92,8 @@ const desk = {
   held: false,
   muted: false,
   dialDraft: "", // the number being typed in the softphone (kept across renders)
+  transferDraft: "", // the transfer target being typed (kept across renders, and after a consultation)
+  consult: null, // {callId, target, talking}: the agent consults a transfer target, the caller on hold
   panes: new Map(), // contact id -> chat pane elements kept across renders (drafts, scroll)
   staff: null,
   queues: new Map(), // queue id -> {name, waiting, since}: the queue.waiting figures of the agent's queues
@@ -245,6 +247,13 @@ function connect() {
     desk.focus = work.id;
     renderAll();
     byId("wrap-up-form")?.querySelector("input")?.focus();
+  });
+  socket.on("call.consult", (event) => {
+    // the target hung up (or the consultation ended elsewhere): the agent is back with the caller
+    if (event.kind !== "call.consult_ended" || desk.consult?.callId !== event.call_id) return;
+    desk.consult = null;
+    if (event.outcome === "target_hung_up") showNotice("notice.consultEnded");
+    renderSoftphone();
   });
   socket.on("chat.typing", ({ contact_id: contactId, typing }) => {
     const work = desk.work.get(contactId);
@@ -1021,10 +1030,13 @@ function renderSoftphone() {
   const ringing = desk.offer?.contact.kind === "call" ? desk.offer : null;
   const media = desk.media;
   const callId = call?.contact.external_ref || null;
+  if (!call) desk.transferDraft = ""; // a target typed for one call is not the next call's
   const transferTarget = h("input", {
     id: "transfer-target",
     "aria-label": t("phone.transferTarget"),
     placeholder: t("phone.transferTarget"),
+    value: desk.transferDraft,
+    oninput: () => (desk.transferDraft = transferTarget.value),
   });
   const dialNumber = h("input", {
     id: "dial-number",
@@ -1039,6 +1051,8 @@ function renderSoftphone() {
     },
   });
   const typing = document.activeElement?.id; // a re-render (state, offers) must not lose the cursor
+  if (desk.consult && desk.consult.callId !== callId) desk.consult = null; // that call is over
+  const consult = desk.consult;
   syncMedia(callId);
   const needsMedia = media ? null : t("phone.noMedia");
   const mediaCall = (method, ...args) =>
@@ -1107,7 +1121,7 @@ function renderSoftphone() {
         },
         t("phone.hangup"),
       ),
-      mediaButton("phone-hold", t("phone.hold"), "hold", call, toggle("held", "hold"), desk.held),
+      mediaButton("phone-hold", t("phone.hold"), "hold", call && !consult, toggle("held", "hold"), desk.held),
       mediaButton("phone-mute", t("phone.mute"), "mute", call, toggle("muted", "mute"), desk.muted),
     ),
     h(
@@ -1117,33 +1131,7 @@ function renderSoftphone() {
         mediaButton(null, key, "sendDtmf", call, () => mediaCall("sendDtmf", callId, key)),
       ),
     ),
-    h(
-      "div",
-      { class: "phone-row" },
-      transferTarget,
-      h(
-        "button",
-        {
-          type: "button",
-          class: "button button-quiet",
-          id: "phone-blind",
-          disabled: call ? null : true,
-          onclick: () => transfer(call, transferTarget.value, false),
-        },
-        t("phone.blind"),
-      ),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "button button-quiet",
-          id: "phone-attended",
-          disabled: call ? null : true,
-          onclick: () => transfer(call, transferTarget.value, true),
-        },
-        t("phone.attended"),
-      ),
-    ),
+    consult ? consultRow(call, consult) : transferRow(call, transferTarget),
     h(
       "div",
       { class: "phone-row" },
@@ -1154,6 +1142,120 @@ function renderSoftphone() {
   );
   if (typing === "dial-number" || typing === "transfer-target") byId(typing)?.focus();
   tick();
+}
+
+function transferRow(call, transferTarget) {
+  return h(
+    "div",
+    { class: "phone-row" },
+    transferTarget,
+    h(
+      "button",
+      {
+        type: "button",
+        class: "button button-quiet",
+        id: "phone-blind",
+        disabled: call ? null : true,
+        onclick: () => transfer(call, transferTarget.value, false),
+      },
+      t("phone.blind"),
+    ),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "button button-quiet",
+        id: "phone-attended",
+        disabled: call ? null : true,
+        onclick: () => startConsult(call, transferTarget),
+      },
+      t("phone.attended"),
+    ),
+  );
+}
+
+/** While consulting: who the agent talks to, and the two ways out (hand the caller over, or go back). */
+function consultRow(call, consult) {
+  return h(
+    "div",
+    { class: "phone-row consult", role: "group", "aria-label": t("phone.attended") },
+    h(
+      "p",
+      { class: "consult-status", id: "consult-status", role: "status" },
+      t(consult.talking ? "phone.consultTalking" : "phone.consultRinging", { target: consult.target }),
+    ),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "button button-go",
+        id: "phone-consult-complete",
+        disabled: consult.talking ? null : true,
+        onclick: () => completeConsult(call),
+      },
+      t("phone.consultComplete"),
+    ),
+    h(
+      "button",
+      {
+        type: "button",
+        class: "button button-quiet",
+        id: "phone-consult-cancel",
+        onclick: () => cancelConsult(call),
+      },
+      t("phone.consultCancel"),
+    ),
+  );
+}
+
+const consultPath = (call, step = "") =>
+  `/api/calls/${encodeURIComponent(call.contact.external_ref)}/consult${step}`;
+
+/** Attended transfer, step 1: the caller holds, the target rings; once it answers the agent talks with
+ *  the target on the softphone (the worker switches the call's audio to the consultation). */
+async function startConsult(call, input) {
+  const target = input.value.trim();
+  if (!call || !target) {
+    input.focus();
+    return;
+  }
+  const consult = { callId: call.contact.external_ref, target, talking: false };
+  desk.consult = consult;
+  renderSoftphone();
+  try {
+    await api("POST", consultPath(call), { json: { target } });
+    if (desk.consult === consult) consult.talking = true;
+  } catch (error) {
+    if (desk.consult === consult) desk.consult = null;
+    if (error.code !== "consult_cancelled") errorBar.show(error);
+  }
+  renderSoftphone();
+  byId(desk.consult ? "phone-consult-complete" : "transfer-target")?.focus();
+}
+
+async function completeConsult(call) {
+  try {
+    await api("POST", consultPath(call, "/complete"));
+  } catch (error) {
+    errorBar.show(error);
+    return;
+  }
+  desk.consult = null;
+  await endContact(call);
+}
+
+async function cancelConsult(call) {
+  try {
+    await api("POST", consultPath(call, "/cancel"));
+  } catch (error) {
+    if (error.code !== "no_consultation") {
+      errorBar.show(error);
+      return;
+    }
+  }
+  desk.consult = null;
+  renderSoftphone();
+  byId("transfer-target")?.focus();
 }
 
 /** Call the number typed out: the provider places the call, and the agent is on it as on an accepted

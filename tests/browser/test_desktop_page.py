@@ -543,3 +543,77 @@ async def test_an_agent_calls_back_a_caller_who_asked_for_it_and_nobody_else_can
     assert contact is not None and contact.callback_by is not None
     status, body, _ = await agent.request("POST", f"/api/desktop/callbacks/{contact.id}/take")
     assert status == 409 and body["code"] == "callback_taken"
+
+
+async def test_an_attended_transfer_consults_the_target_then_completes_and_the_page_follows_the_target(
+    page: Page, server: TestServer, agent: ApiClient
+) -> None:
+    """The page's side of a consultation: the telephony side (who hears whom) is
+    tests/softphone/test_softphone_consult.py; here no worker owns the call, so the three consult routes
+    are answered by the test while the page's socket gets the real ``call.consult`` relay."""
+    desktop: Desktop = server.app[DESKTOP]
+    await ready_agent(server, agent)
+    await log_in(page, "/desktop", "agent1", "agent1-demo")
+    await page.click("#state-available")
+    await expect(page.locator("#agent-state")).to_have_text("就绪")
+    customer_id, call_id = await caller_with_history(server)
+    await desktop.gateway.enqueue(queue_request(call_id))
+    await expect(page.locator("#phone-answer")).to_be_enabled()
+    await page.evaluate(RECORDING_MEDIA)
+    await page.keyboard.press("Alt+a")
+    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+
+    asked: list[tuple[str, Any]] = []
+    answer = asyncio.Event()
+
+    async def consult_route(route: Any) -> None:
+        request = route.request
+        asked.append((request.url.rsplit("/api/calls/", 1)[1], request.post_data_json))
+        if request.url.endswith("/consult"):
+            await answer.wait()  # the target rings until the test lets it answer
+            body = {"call_id": call_id, "target": "8001", "consult_call_id": "leg-1"}
+            await route.fulfill(status=200, json=body)
+        else:
+            await route.fulfill(status=204)
+
+    await page.route(re.compile(r".*/api/calls/[^/]+/consult(/(complete|cancel))?$"), consult_route)
+    await page.fill("#transfer-target", "8001")
+    await page.click("#phone-attended")
+    await expect(page.locator("#consult-status")).to_have_text("正在呼叫 8001…客户在等待中")
+    await expect(page.locator("#phone-consult-complete")).to_be_disabled()
+    await expect(page.locator("#phone-hold")).to_be_disabled()  # the caller is on hold already
+    answer.set()
+    await expect(page.locator("#consult-status")).to_have_text("正在与 8001 通话，客户在等待中")
+    await expect(page.locator("#phone-consult-complete")).to_be_focused()
+    await screenshot(page, "desktop-consult.png")
+
+    # the target hangs up: the telephony worker writes it on the caller's timeline, the page is told
+    contact = await desktop.store.contact_by_ref(call_id)
+    assert contact is not None
+    await desktop.acd.omni.timeline.append(
+        customer_id,
+        NewEvent(
+            kind="call.consult_ended",
+            channel=Channel.voice,
+            conversation_id=contact.conversation_id,
+            body={"call_id": call_id, "target": "sip:8001@front", "outcome": "target_hung_up"},
+        ),
+        Actor(type="system", name="telephony"),
+    )
+    await expect(page.locator("#notice")).to_contain_text("被咨询方已挂断")
+    await expect(page.locator("#consult-status")).to_have_count(0)
+    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+
+    # once more, and this time the agent hands the caller over: their part of the call is over
+    await page.click("#phone-attended")
+    await expect(page.locator("#phone-consult-complete")).to_be_enabled()
+    await page.keyboard.press("Enter")  # the focus is on "complete transfer"
+    await expect(page.locator("#agent-state")).to_have_text("话后整理")
+    assert asked == [
+        (f"{call_id}/consult", {"target": "8001"}),
+        (f"{call_id}/consult", {"target": "8001"}),
+        (f"{call_id}/consult/complete", None),
+    ]
+    # English works too
+    await page.get_by_role("button", name="English").click()
+    await expect(page.locator("#agent-state")).to_have_text("Wrap-up")

@@ -38,6 +38,7 @@ class AgentSocket:
             "transcript",
             "transcript.partial",
             "contact.ended",
+            "call.consult",
             "chat.typing",
             "wallboard",
             "alert",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+import socketio
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import DESKTOP, AgentSkills, Desktop, QueueConfig
@@ -27,7 +28,7 @@ from core.embedded import EmbeddedServer
 from telephony.http import CALL_CONTROL
 from telephony.media_relay import media_channel
 from tests.conftest import ApiClient
-from tests.desktop.conftest import queue_request
+from tests.desktop.conftest import AgentSocket, queue_request
 from tests.softphone.phones import (  # noqa: F401 (the fixtures are used by name)
     PARKED_LINE,
     Phone,
@@ -140,12 +141,12 @@ def listening_for(*frequencies: float) -> list[str]:
     return [arg for hz in frequencies for arg in ("--listen-hz", str(hz))]
 
 
-async def target_phone(node: Node, phones: list[Phone]) -> tuple[Phone, str]:
+async def target_phone(node: Node, phones: list[Phone], *more: str) -> tuple[Phone, str]:
     number = "+86" + mobile()
     phone = Phone(
         node,
         "--register", node.front, "--caller", number, "--answer-after", "1", "--until-hangup",
-        "--tone-hz", str(TARGET_HZ), *listening_for(CUSTOMER_HZ, AGENT_HZ, CONSULT_HZ),
+        "--tone-hz", str(TARGET_HZ), *listening_for(CUSTOMER_HZ, AGENT_HZ, CONSULT_HZ), *more,
         seconds=40,
     )  # fmt: skip
     phones.append(phone)
@@ -256,16 +257,17 @@ async def test_a_consultation_that_fails_or_is_cancelled_takes_the_agent_back_to
         await asyncio.sleep(1.0)
         # a number nobody has: refused with the reason, the agent is back with the customer
         status, problem = await post(agent, f"/api/calls/{call_id}/consult", {"target": "+86" + mobile()})
-        assert (status, problem["code"]) == (409, "consult_failed"), problem
+        assert (status, problem["code"]) == (409, "consult_failed"), problem["detail"]
         assert "unknown_destination" in problem["detail"], problem
         audio.phase = "back"
         await asyncio.sleep(1.5)
         # the target answers, the agent changes their mind
         audio.phase, audio.saying = "ringing", None
         status, consulted = await post(agent, f"/api/calls/{call_id}/consult", {"target": number})
-        assert status == 200, consulted
+        assert status == 200, (consulted, node.call_doc(call_id), node.events(call_id))
         audio.phase, audio.saying = "consult", CONSULT_HZ
         await asyncio.sleep(1.5)
+        audio.saying = None  # the customer would hear what the agent says once back
         status, problem = await post(agent, f"/api/calls/{call_id}/consult/cancel")
         assert status == 204, problem
         audio.phase, audio.saying = "again", AGENT_HZ
@@ -297,3 +299,43 @@ async def test_a_consultation_that_fails_or_is_cancelled_takes_the_agent_back_to
     # the call itself went on until the agent hung up; the contact ended with it
     ended = await until(node, lambda: (doc := node.call_doc(call_id)) and doc["status"] == "ended" and doc)
     assert ended["cause"] == "agent_hangup"
+
+
+async def test_the_target_hanging_up_takes_the_agent_back_to_the_caller_and_tells_the_desktop(
+    node: Node,
+    server: TestServer,
+    agent: ApiClient,
+    redis: aioredis.Redis,
+    phones: list[Phone],
+) -> None:
+    target, number = await target_phone(node, phones, "--hang-up-answered-at", "1.5")
+    call_id = await connected_call(node, server, agent, phones)
+    client = socketio.AsyncClient(reconnection=False)
+    desktop = AgentSocket(client, "/agent")
+    await client.connect(
+        str(server.make_url("/")),
+        namespaces=["/agent"],
+        auth={"token": agent.token},
+        transports=["websocket"],
+        wait_timeout=5,
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(client.disconnect)
+        audio = await stack.enter_async_context(agent_softphone(server, redis, node, call_id))
+        audio.phase, audio.saying = "ringing", None
+        status, consulted = await post(agent, f"/api/calls/{call_id}/consult", {"target": number})
+        assert status == 200, consulted
+        started = await desktop.next("call.consult", within=10)
+        assert (started["kind"], started["call_id"]) == ("call.consult_started", call_id), started
+        ended = await desktop.next("call.consult", within=10)
+        assert (ended["kind"], ended["outcome"]) == ("call.consult_ended", "target_hung_up"), ended
+        assert ended["contact_id"] == started["contact_id"] and number in ended["target"]
+        audio.phase, audio.saying = "back", AGENT_HZ
+        await asyncio.sleep(1.5)
+        status, problem = await post(agent, f"/api/calls/{call_id}/consult/complete")
+        assert (status, problem["code"]) == (409, "no_consultation"), problem
+    assert audio.level("back", CUSTOMER_HZ) > HEARD, audio.level("back", CUSTOMER_HZ)
+    assert (await target.result())["in1"]["connected"]
+    status, problem = await post(agent, f"/api/calls/{call_id}/hangup")
+    assert status == 204, problem
+    assert (await phones[-1].result())["call"]["tones"]["1100"] > HEARD

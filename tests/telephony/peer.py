@@ -261,6 +261,12 @@ class Peer:
                 said = True
             if first is not None and self.args.hangup_at and since >= self.args.hangup_at and not first.ended:
                 first.hangup(pj.CallOpParam(True))
+            if self.args.hang_up_answered_at:
+                for call in self.calls:
+                    answered = self.connected_at.get(call.label)
+                    late = answered and time.monotonic() - answered >= self.args.hang_up_answered_at
+                    if call.label.startswith("in") and late and not call.ended:
+                        call.hangup(pj.CallOpParam(True))
             if self.calls and all(call.ended for call in self.calls) and (first or self.args.until_hangup):
                 break
         for call in self.calls:
@@ -342,6 +348,9 @@ def main() -> int:
     parser.add_argument("--say", help="a WAV file the caller plays into the call once (speech)")
     parser.add_argument("--say-at", type=float, default=1.0, help="seconds after the answer")
     parser.add_argument("--hangup-at", type=float, default=0.0, help="hang up that long after the answer")
+    parser.add_argument(
+        "--hang-up-answered-at", type=float, default=0.0, help="hang up calls it answered that long after"
+    )
     parser.add_argument("--tone-hz", type=float, default=0.0, help="play a tone into the call")
     parser.add_argument(
         "--listen-hz", type=float, action="append", default=[], help="report the level of this tone heard"
