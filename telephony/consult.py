@@ -185,13 +185,7 @@ class Consultations:
         consultation leg (the agent's contact ended with the customer's call)."""
         assert consult.leg is not None
         call, leg = consult.call, consult.leg
-        ended_leg = asyncio.ensure_future(leg.wait_ended())
-        ended_call = asyncio.ensure_future(call.wait_ended())
-        try:
-            await asyncio.wait({ended_leg, ended_call}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            ended_leg.cancel()
-            ended_call.cancel()
+        await _either_ends(call, leg)
         if self._active.get(call.call_id) is not consult:
             return
         if call.state is CallState.ended:
@@ -227,14 +221,18 @@ def _failed_outcome(cause: HangupCause | str | None) -> str:
     return "failed"
 
 
+async def _either_ends(*calls: PjsuaCall) -> None:
+    """Return once one of ``calls`` has ended."""
+    ended = [asyncio.ensure_future(call.wait_ended()) for call in calls]
+    try:
+        await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in ended:
+            waiting.cancel()
+
+
 async def _end_together(call: PjsuaCall, leg: PjsuaCall) -> None:
     """After a completed transfer: when the customer or the target hangs up, the other is hung up too."""
-    ended_call = asyncio.ensure_future(call.wait_ended())
-    ended_leg = asyncio.ensure_future(leg.wait_ended())
-    try:
-        await asyncio.wait({ended_call, ended_leg}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        ended_call.cancel()
-        ended_leg.cancel()
+    await _either_ends(call, leg)
     await call.hangup(HangupCause.normal)
     await leg.hangup(HangupCause.normal)
