@@ -102,23 +102,26 @@ class Consultations:
             if call.state is not CallState.held:
                 await call.hold()
             await self._carry(call.call_id, None)  # nobody hears the agent while the target rings
-            consult.leg = leg = await self._dial(uri)
             try:
-                await asyncio.wait_for(leg.wait_answered(), CONSULT_TIMEOUT)
-            except (TimeoutError, CallEnded):
+                consult.leg = leg = await self._dial(uri)
+            except CallError as exc:  # the leg could not even be placed (e.g. this worker is full)
+                await self._back_to_caller(consult, "failed", 0)
+                raise ConsultError("consult_failed", f"{_shown(uri)}: {exc}") from None
+            answered = not consult.cancelled and await _rings_until_answered(call, leg)
+            if not answered:
                 await leg.hangup(HangupCause.no_answer)
                 status = leg.end_status or 480
                 outcome = "cancelled" if consult.cancelled else _failed_outcome(leg.cause)
                 await self._back_to_caller(consult, outcome, status)
                 raise ConsultError(
                     "consult_cancelled" if consult.cancelled else "consult_failed",
-                    f"{uri_user(uri)[0] or uri}: {outcome} ({status})",
-                ) from None
+                    f"{_shown(uri)}: {outcome} ({status})",
+                )
             consult.answered = True
             await self._carry(call.call_id, leg)
         except ConsultError:
             raise
-        except BaseException as exc:
+        except BaseException as exc:  # the customer hung up meanwhile, or something broke
             if self._active.get(call.call_id) is consult:
                 if consult.leg is not None:
                     with contextlib.suppress(CallError):
@@ -213,6 +216,29 @@ class Consultations:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+async def _rings_until_answered(call: PjsuaCall, leg: PjsuaCall) -> bool:
+    """Whether ``leg`` answers within ``CONSULT_TIMEOUT`` (False: it ended or timed out); ``CallEnded``
+    when the customer's ``call`` ends first (nobody would be left to transfer)."""
+    answered = asyncio.ensure_future(leg.wait_answered())
+    caller_left = asyncio.ensure_future(call.wait_ended())
+    try:
+        await asyncio.wait(
+            {answered, caller_left}, timeout=CONSULT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiting in (answered, caller_left):
+            waiting.cancel()
+            if waiting.done() and not waiting.cancelled():
+                waiting.exception()  # a leg that ended (CallEnded) is the answer "no", not an error
+    if call.state is CallState.ended:
+        raise CallEnded(call.cause or HangupCause.caller_hangup)
+    return leg.answered_at is not None and leg.state is not CallState.ended
+
+
+def _shown(uri: str) -> str:
+    return uri_user(uri)[0] or uri
 
 
 def _failed_outcome(cause: HangupCause | str | None) -> str:

@@ -339,3 +339,40 @@ async def test_the_target_hanging_up_takes_the_agent_back_to_the_caller_and_tell
     status, problem = await post(agent, f"/api/calls/{call_id}/hangup")
     assert status == 204, problem
     assert (await phones[-1].result())["call"]["tones"]["1100"] > HEARD
+
+
+async def test_a_target_still_ringing_is_let_go_when_the_agent_cancels_or_the_customer_hangs_up(
+    node: Node, server: TestServer, agent: ApiClient, supervisor: ApiClient, phones: list[Phone]
+) -> None:
+    slow, slow_number = await target_phone(node, phones, "--answer-after", "8")
+    other, other_number = await target_phone(node, phones, "--answer-after", "8")
+    call_id = await connected_call(node, server, agent, phones)
+
+    # the agent gives up on a target that does not pick up: back to the customer at once
+    ringing = asyncio.create_task(post(agent, f"/api/calls/{call_id}/consult", {"target": slow_number}))
+    await asyncio.sleep(1.5)
+    status, problem = await post(agent, f"/api/calls/{call_id}/consult/cancel")
+    assert status == 204, problem
+    status, problem = await asyncio.wait_for(ringing, 10)
+    assert (status, problem["code"]) == (409, "consult_cancelled"), problem
+    assert not (await slow.result())["in1"]["connected"]  # its phone stopped ringing, unanswered
+
+    # the customer hangs up while the next target rings: nobody is left to transfer, the ringing stops
+    ringing = asyncio.create_task(post(agent, f"/api/calls/{call_id}/consult", {"target": other_number}))
+    await asyncio.sleep(1.5)
+    status, problem = await post(supervisor, f"/api/calls/{call_id}/hangup")
+    assert status == 204, problem
+    status, problem = await asyncio.wait_for(ringing, 10)
+    assert (status, problem["code"]) == (409, "call_ended"), problem
+    assert not (await other.result())["in1"]["connected"]
+    events = await until(
+        node,
+        lambda: (found := consult_events(node, call_id)) and len(found) == 4 and found,
+        what="both consultations on the timeline",
+    )
+    assert events == [
+        ("call.consult_started", None),
+        ("call.consult_ended", "cancelled"),
+        ("call.consult_started", None),
+        ("call.consult_ended", "caller_hung_up"),
+    ]
