@@ -223,6 +223,9 @@ class Contact(BaseModel):
     agent_id: str | None = None
     connected_at: dt.datetime | None = None
     ended_at: dt.datetime | None = None
+    end_cause: str | None = Field(
+        default=None, description="Why a call ended on the phone side (hung up, unknown_destination, busy…)"
+    )
     overflow: str | None = None
     overflow_notice: str | None = Field(default=None, description="The message telling a chat it overflowed")
     callback_number: str | None = Field(default=None, description="The number to call back (IVR callbacks)")

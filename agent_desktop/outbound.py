@@ -104,6 +104,13 @@ class OutboundCalls:
             Actor(type="agent", id=user.id, name=user.display_name),
         )
         await self.desktop.acd.notifier.contact_changed(contact)
+        # a number that fails at once (unknown, busy) may have ended the call before the contact existed,
+        # so ``call.ended`` found no contact to end: end it now, as that event would have
+        ended = await omni.timeline.page(
+            customer.id, limit=1, kinds=["call.ended"], conversation_id=conversation.id
+        )
+        if ended.events:
+            await self.desktop.acd.call_ended(call_id, str(ended.events[0].body.get("cause") or "failed"))
         return DialedCall(
             call_id=call_id,
             number=number,

@@ -128,6 +128,7 @@ def contact_from_doc(doc: Doc) -> Contact:
         agent_id=doc.get("agent_id"),
         connected_at=when("connected_at"),
         ended_at=when("ended_at"),
+        end_cause=doc.get("end_cause"),
         overflow=doc.get("overflow"),
         overflow_notice=doc.get("overflow_notice"),
         callback_number=doc.get("callback_number"),

@@ -32,6 +32,7 @@ addTranslations({
     "notice.offerLeft": "您已离开（下线或小休），该接入已转给其他坐席。",
     "notice.callerHungUp": "客户已挂断。请填写小结代码。",
     "notice.consultEnded": "被咨询方已挂断，您已回到与客户的通话。",
+    "notice.callNotConnected": "电话未接通（空号、忙线或无人接听）。请填写小结代码。",
     "notice.chatEnded": "会话已结束。请填写小结代码。",
 
     "queues.heading": "我的队列",
@@ -204,6 +205,7 @@ addTranslations({
     "notice.offerLeft": "You left (offline or on a break); the contact went to another agent.",
     "notice.callerHungUp": "The customer hung up. Please choose wrap-up codes.",
     "notice.consultEnded": "The person you consulted hung up; you are back with the customer.",
+    "notice.callNotConnected": "The call did not connect (unknown number, busy or no answer). Please choose wrap-up codes.",
     "notice.chatEnded": "The conversation ended. Please choose wrap-up codes.",
 
     "queues.heading": "My queues",

@@ -238,12 +238,13 @@ function connect() {
     work.partial = String(event.text || "");
     showTranscript(work);
   });
-  socket.on("contact.ended", ({ contact_id: contactId }) => {
+  socket.on("contact.ended", ({ contact_id: contactId, reason }) => {
     const work = desk.work.get(contactId);
     if (!work || work.contact.status !== "connected") return;
     work.contact = { ...work.contact, status: "ended" };
     work.partial = "";
-    showNotice(work.contact.kind === "call" ? "notice.callerHungUp" : "notice.chatEnded");
+    const kind = work.contact.kind;
+    showNotice(kind === "call" ? callEndedNotice(reason) : "notice.chatEnded");
     desk.focus = work.id;
     renderAll();
     byId("wrap-up-form")?.querySelector("input")?.focus();
@@ -368,6 +369,13 @@ function tick() {
       renderTyping(work);
     }
   }
+}
+
+// causes of a call that never connected (telephony's HangupCause), as opposed to one that was hung up
+const NOT_CONNECTED = ["unknown_destination", "busy", "rejected", "no_answer", "unavailable", "failed"];
+
+function callEndedNotice(cause) {
+  return NOT_CONNECTED.includes(cause) ? "notice.callNotConnected" : "notice.callerHungUp";
 }
 
 function showNotice(key) {
@@ -1276,8 +1284,11 @@ async function dialOut(input) {
   }
   desk.dialDraft = "";
   await resume();
-  if (dialed?.contact_id && desk.work.has(dialed.contact_id)) {
-    desk.focus = dialed.contact_id;
+  const work = dialed?.contact_id ? desk.work.get(dialed.contact_id) : null;
+  if (work) {
+    desk.focus = work.id;
+    // a number that failed at once: its contact ended before the page knew it
+    if (work.contact.status === "ended") showNotice(callEndedNotice(work.contact.end_cause));
     renderAll();
   }
 }

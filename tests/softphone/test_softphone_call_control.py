@@ -194,8 +194,8 @@ async def test_dialling_refuses_what_cannot_be_called_and_agents_who_cannot_take
     assert (status, problem["code"]) == (409, "agent_offline"), problem
     assert node.mongo().calls.count_documents({"direction": "outbound"}) == 0
 
-    # a number nobody answers (not registered at the SIP front): the agent is on that call until they
-    # hang up, and cannot start another meanwhile
+    # a number nobody has (not registered at the SIP front): the call fails and the agent's contact ends
+    # with it, into wrap-up — whether it failed before or after the desktop recorded the contact
     await go_available(agent)
     status, dialed = await post(agent, "/api/calls/dial", {"number": mobile()})
     assert status == 201, dialed
@@ -203,9 +203,10 @@ async def test_dialling_refuses_what_cannot_be_called_and_agents_who_cannot_take
         node, lambda: (doc := node.call_doc(dialed["call_id"])) and doc["status"] == "ended" and doc
     )
     assert ended["cause"] == "unknown_destination", ended
-    status, problem = await post(agent, "/api/calls/dial", {"number": mobile()})
-    assert (status, problem["code"]) == (409, "already_on_call"), problem
+    await until(node, lambda: contact_status(node, dialed["contact_id"]) == "ended", what="the contact ended")
+    status, mine, _ = await agent.request("GET", "/api/desktop/me/contacts")
+    assert [(c["id"], c["end_cause"]) for c in mine] == [(dialed["contact_id"], "unknown_destination")]
+    status, me, _ = await agent.request("GET", "/api/desktop/me")
+    assert me["state"] == "wrap_up" and me["call"] is None, me
     status, problem = await post(agent, f"/api/calls/{dialed['call_id']}/hangup")
     assert (status, problem["code"]) == (409, "call_ended"), problem
-    status, contact, _ = await agent.request("POST", f"/api/desktop/contacts/{dialed['contact_id']}/end")
-    assert status == 200, contact
