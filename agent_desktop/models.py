@@ -262,6 +262,11 @@ class ScreenPop(BaseModel):
     decided_at: float = Field(description="Unix time of the routing decision (latency measurement)")
 
 
+OUTBOUND_QUEUE_ID = "outbound"
+"""The queue of calls agents dial themselves (``agent_desktop.outbound``): nobody waits in it, so it has no
+service level, speed of answer or abandon rate."""
+
+
 class QueueBoard(BaseModel):
     queue: str
     name: str
@@ -272,7 +277,8 @@ class QueueBoard(BaseModel):
     answered: int = Field(description="Connected within the window")
     abandoned: int = Field(description="Left the queue before an agent answered, within the window")
     service_level: float | None = Field(
-        description="Share answered within the threshold of answered + abandoned; null without contacts"
+        description="Share answered within the threshold of answered + abandoned; null without contacts "
+        "(and for the outbound queue, where nobody waits)"
     )
     asa_seconds: float | None = Field(description="Average speed of answer")
     abandon_rate: float | None

@@ -17,6 +17,7 @@ from __future__ import annotations
 from bson import ObjectId
 
 from agent_desktop.models import (
+    OUTBOUND_QUEUE_ID,
     Agent,
     ContactKind,
     ContactStatus,
@@ -32,7 +33,7 @@ from core.errors import Conflict
 from omnichannel import Actor, Channel, Identity, IdentityKind, NewConversation, NewEvent
 from telephony.http import DialedCall, PlaceCall
 
-OUTBOUND_QUEUE = QueueConfig(id="outbound", name="外呼 Outbound calls")
+OUTBOUND_QUEUE = QueueConfig(id=OUTBOUND_QUEUE_ID, name="外呼 Outbound calls")
 # presences from which an agent may call out: not offline (signed out of the ACD)
 DIALING_PRESENCES = [Presence.available.value, Presence.break_.value, Presence.wrap_up.value]
 

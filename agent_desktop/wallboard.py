@@ -24,6 +24,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from agent_desktop.models import (
+    OUTBOUND_QUEUE_ID,
     Agent,
     AgentLoad,
     AgentState,
@@ -104,6 +105,8 @@ def queue_board(
     ]
     handled = len(answered) + len(abandoned)
     within = sum(1 for wait in waits if wait <= config.sl_threshold_seconds)
+    if queue.id == OUTBOUND_QUEUE_ID:  # calls agents dialed: answered at once by definition
+        handled, waits = 0, []
     return QueueBoard(
         queue=queue.id,
         name=queue.name or queue.id,

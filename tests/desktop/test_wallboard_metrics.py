@@ -109,3 +109,16 @@ def test_alert_rules_fire_on_long_waits_low_service_level_and_low_bot_resolution
     }
     fine = queue_board(QUEUE, [contact(ContactStatus.waiting, entered_ago=299)], NOW, config)
     assert alert_conditions([fine], bot_deflection(["resolved"] * 7 + ["handed_off"] * 3), config) == []
+
+
+def test_the_outbound_queue_counts_its_calls_but_has_no_service_level_speed_of_answer_or_abandons() -> None:
+    outbound = QueueConfig(id="outbound", name="外呼 Outbound calls")
+    contacts = [
+        contact(ContactStatus.connected, entered_ago=60, answered_after=0, queue="outbound"),
+        contact(ContactStatus.ended, entered_ago=300, answered_after=0, ended_ago=200, queue="outbound"),
+    ]
+    board = queue_board(outbound, contacts, NOW, WallboardConfig())
+    assert (board.answered, board.connected, board.waiting) == (2, 1, 0)
+    assert (board.service_level, board.asa_seconds, board.abandon_rate) == (None, None, None)
+    # so it never raises a service-level alert, however the target is set
+    assert alert_conditions([board], bot_deflection([]), WallboardConfig(sl_target=1.0)) == []
