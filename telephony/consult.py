@@ -149,13 +149,16 @@ class Consultations:
             await call.unhold()
             await call.bridge(leg)
         except CallEnded:
-            # one side left at the last moment: whoever is left is not bridged to anybody
-            await leg.hangup(HangupCause.normal)
-            await call.hangup(HangupCause.normal)
-            await call.log_event(
-                "call.consult_ended", {"target": consult.target, "outcome": "failed", "sip_status": 0}
-            )
-            raise
+            if call.state is CallState.ended:  # the customer left at the last moment: nobody to hand over
+                await leg.hangup(HangupCause.normal)
+                await call.log_event(
+                    "call.consult_ended",
+                    {"target": consult.target, "outcome": "caller_hung_up", "sip_status": 0},
+                )
+                raise
+            # the target left at the last moment: the agent is back with the customer
+            await self._back_to_caller(consult, "target_hung_up", leg.end_status or 200)
+            raise ConsultError("consult_failed", f"{_shown(consult.target)} hung up") from None
         await call.log_event(
             "call.consult_ended", {"target": consult.target, "outcome": "completed", "sip_status": 200}
         )
