@@ -293,12 +293,24 @@ class AgentLoad(BaseModel):
     max_chats: int
 
 
+class IntentDeflection(BaseModel):
+    intent: str = Field(description="What the conversation was about (the bot's main intent)")
+    label: dict[str, str] = Field(description="The intent's name to show, zh and en")
+    resolved: int
+    handed_off: int
+    abandoned: int = 0
+    rate: float | None
+
+
 class BotDeflection(BaseModel):
     resolved: int
     handed_off: int
     abandoned: int = Field(default=0, description="Left without a useful answer and without a person")
     rate: float | None = Field(
         description="resolved / (resolved + handed_off + abandoned); null without outcomes"
+    )
+    by_intent: list[IntentDeflection] = Field(
+        default=[], description="The same per intent, most conversations first"
     )
 
 

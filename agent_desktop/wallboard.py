@@ -16,6 +16,8 @@ Contract of ``bot_outcomes`` (written by the bot, one document per finished bot 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ from agent_desktop.models import (
     BotDeflection,
     Contact,
     ContactStatus,
+    IntentDeflection,
     QueueBoard,
     QueueConfig,
     Wallboard,
@@ -124,19 +127,49 @@ def queue_board(
     )
 
 
-def bot_deflection(outcomes: list[str]) -> BotDeflection:
-    """The share of finished bot conversations the bot resolved without an agent; a visitor who left
-    without a useful answer (``abandoned``) counts against it, not for it."""
+def _tally(outcomes: list[str]) -> dict[str, Any]:
     resolved = outcomes.count("resolved")
     handed_off = outcomes.count("handed_off")
     abandoned = outcomes.count("abandoned")
     total = resolved + handed_off + abandoned
+    return {
+        "resolved": resolved,
+        "handed_off": handed_off,
+        "abandoned": abandoned,
+        "rate": resolved / total if total else None,
+    }
+
+
+def bot_deflection(
+    outcomes: list[str],
+    intents: list[str] | None = None,
+    labels: Callable[[str], dict[str, str]] = lambda intent: {"zh": intent, "en": intent},
+) -> BotDeflection:
+    """The share of finished bot conversations the bot resolved without an agent; a visitor who left
+    without a useful answer (``abandoned``) counts against it, not for it. With ``intents`` (one per
+    outcome), the same per intent, most conversations first."""
+    by_intent: dict[str, list[str]] = {}
+    for intent, outcome in zip(intents or [], outcomes, strict=False):
+        by_intent.setdefault(intent or "unknown", []).append(outcome)
+    ranked = sorted(by_intent.items(), key=lambda item: (-len(item[1]), item[0]))
     return BotDeflection(
-        resolved=resolved,
-        handed_off=handed_off,
-        abandoned=abandoned,
-        rate=resolved / total if total else None,
+        **_tally(outcomes),
+        by_intent=[
+            IntentDeflection(intent=intent, label=labels(intent), **_tally(found)) for intent, found in ranked
+        ],
     )
+
+
+@functools.cache
+def _intent_labels() -> dict[str, dict[str, str]]:
+    from asr.nlu import load_config  # the NLU's catalogue (YAML); the web process has it loaded anyway
+
+    return {name: {"zh": i.label.zh, "en": i.label.en} for name, i in load_config().intents.items()}
+
+
+def intent_label(intent: str) -> dict[str, str]:
+    """An intent's display name in both languages (the intent's own name when the NLU does not know it)."""
+    return _intent_labels().get(intent, {"zh": intent, "en": intent})
 
 
 def agent_loads(agents: list[Agent]) -> list[AgentLoad]:
@@ -234,11 +267,10 @@ class WallboardService:
 
     async def bot(self, config: WallboardConfig) -> BotDeflection:
         since = utcnow() - dt.timedelta(seconds=config.bot_window_seconds)
-        outcomes = [
-            str(doc.get("outcome"))
-            async for doc in self.outcomes.find({"at": {"$gte": since}}, {"outcome": 1})
-        ]
-        return bot_deflection(outcomes)
+        docs = [doc async for doc in self.outcomes.find({"at": {"$gte": since}}, {"outcome": 1, "intent": 1})]
+        outcomes = [str(doc.get("outcome")) for doc in docs]
+        intents = [str(doc.get("intent") or "unknown") for doc in docs]
+        return bot_deflection(outcomes, intents, intent_label)
 
     async def snapshot(self, agents: list[Agent] | None = None) -> Wallboard:
         """Everything the wallboard shows, as of now (active alerts as last evaluated); ``agents`` when the

@@ -24,7 +24,7 @@ import {
   timeElement,
   wireChrome,
 } from "./desktop.dom.js";
-import { addTranslations, onLanguageChange, t } from "./i18n.js";
+import { addTranslations, language, onLanguageChange, t } from "./i18n.js";
 
 addTranslations({
   zh: {
@@ -34,6 +34,12 @@ addTranslations({
     "board.botDetail": "解决 {resolved} · 转人工 {handed} · 放弃 {abandoned}",
     "board.agentsReady": "就绪坐席",
     "board.queues": "队列",
+    "board.botByIntent": "机器人解决率（按意图）",
+    "board.botNone": "窗口内没有结束的机器人会话。",
+    "board.intent": "意图",
+    "board.botResolved": "解决",
+    "board.botHanded": "转人工",
+    "board.botAbandoned": "放弃",
     "board.queue": "队列",
     "board.offered": "振铃",
     "board.connected": "接通中",
@@ -75,6 +81,12 @@ addTranslations({
     "board.botDetail": "resolved {resolved} · handed off {handed} · gave up {abandoned}",
     "board.agentsReady": "Agents available",
     "board.queues": "Queues",
+    "board.botByIntent": "Bot resolution by intent",
+    "board.botNone": "No bot conversation ended in the window.",
+    "board.intent": "Intent",
+    "board.botResolved": "Resolved",
+    "board.botHanded": "Handed off",
+    "board.botAbandoned": "Gave up",
     "board.queue": "Queue",
     "board.offered": "Ringing",
     "board.connected": "Connected",
@@ -180,6 +192,12 @@ function layout() {
       ),
       h(
         "section",
+        { class: "card", "aria-labelledby": "bot-heading" },
+        h("h2", { id: "bot-heading" }, t("board.botByIntent")),
+        h("div", { id: "bot-intents" }),
+      ),
+      h(
+        "section",
         { class: "card", "aria-labelledby": "agents-heading" },
         h("h2", { id: "agents-heading" }, t("board.agents")),
         h("p", { id: "by-state" }),
@@ -257,6 +275,7 @@ function render(data) {
   renderLines(data.lines || []);
   renderAlerts(data.alerts);
   renderQueues(data);
+  renderBotIntents(data);
   renderAgents(data);
   if (!byId("config-form")) renderConfig(data.config);
   fill(byId("board-at"), t("board.updated"), " ", timeElement(data.at));
@@ -400,6 +419,53 @@ function renderQueues(data) {
         ),
       ),
     ),
+  );
+}
+
+/** The bot's resolution per intent (what customers asked about), most conversations first. */
+function renderBotIntents(data) {
+  const rows = data.bot.by_intent || [];
+  const floor = data.config.bot_resolution_min;
+  fill(
+    byId("bot-intents"),
+    rows.length === 0
+      ? h("p", { class: "muted" }, t("board.botNone"))
+      : h(
+          "table",
+          { id: "bot-intents-table" },
+          h(
+            "thead",
+            {},
+            h(
+              "tr",
+              {},
+              h("th", { scope: "col" }, t("board.intent")),
+              h("th", { scope: "col", class: "num" }, t("board.bot")),
+              h("th", { scope: "col", class: "num" }, t("board.botResolved")),
+              h("th", { scope: "col", class: "num" }, t("board.botHanded")),
+              h("th", { scope: "col", class: "num" }, t("board.botAbandoned")),
+            ),
+          ),
+          h(
+            "tbody",
+            {},
+            rows.map((row) =>
+              h(
+                "tr",
+                { dataset: { intent: row.intent } },
+                h("th", { scope: "row" }, row.label[language()] || row.intent),
+                h(
+                  "td",
+                  { class: `num rate${row.rate !== null && row.rate < floor ? " bad" : ""}` },
+                  percent(row.rate),
+                ),
+                h("td", { class: "num" }, String(row.resolved)),
+                h("td", { class: "num" }, String(row.handed_off)),
+                h("td", { class: "num" }, String(row.abandoned)),
+              ),
+            ),
+          ),
+        ),
   );
 }
 

@@ -18,7 +18,7 @@ from playwright.async_api import Page, expect
 
 from agent_desktop import DESKTOP, AgentSkills, ContactKind, Desktop, NewContact, QueueConfig
 from agent_desktop.models import QueuePatch
-from core.app import BUS
+from core.app import BUS, DATABASE
 from ivr_flows import CallbackRequest, FakeCall
 from ivr_flows.transcript import CallTranscript
 from ivr_flows.understanding import Transcribed
@@ -283,6 +283,20 @@ async def test_wallboard_follows_a_waiting_contact_alerts_and_forces_an_agent_st
     await expect(row.locator(".waiting")).to_have_text("0")  # the ACD offered the chat to the agent
     await expect(row.locator("td").nth(2)).to_have_text("1")
     assert await page.evaluate("window.__xss") is None
+    # the bot's resolution per intent, named in the page's language, below the floor marked
+    await server.app[DATABASE]["bot_outcomes"].insert_many(
+        [
+            {"conversation_id": f"c{i}", "intent": intent, "outcome": outcome, "at": dt.datetime.now(dt.UTC)}
+            for i, (intent, outcome) in enumerate(
+                [("order_status", "resolved"), ("order_status", "resolved"), ("complaint", "handed_off")]
+            )
+        ]
+    )
+    intents = page.locator("#bot-intents-table tbody tr")
+    await expect(intents).to_have_count(2)
+    await expect(intents.nth(0).locator("th")).to_have_text("订单状态查询")
+    await expect(intents.nth(0).locator(".rate")).to_have_text("100%")
+    await expect(intents.nth(1).locator(".rate.bad")).to_have_text("0%")
     await screenshot(page, "wallboard.png")
 
 

@@ -140,12 +140,19 @@ async def test_bot_resolution_below_seventy_percent_alerts_from_bot_outcomes(
             {
                 "conversation_id": f"conv{i}",
                 "customer_id": "c",
-                "intent": "faq",
+                "intent": intent,
                 "outcome": outcome,
                 "channel": "webchat",
                 "at": now,
             }
-            for i, outcome in enumerate(["resolved", "resolved", "handed_off", "handed_off"])
+            for i, (intent, outcome) in enumerate(
+                [
+                    ("order_status", "resolved"),
+                    ("order_status", "resolved"),
+                    ("order_status", "handed_off"),
+                    ("complaint", "handed_off"),
+                ]
+            )
         ]
         + [
             {
@@ -166,7 +173,15 @@ async def test_bot_resolution_below_seventy_percent_alerts_from_bot_outcomes(
         0.7,
     )
     board = await board_where(socket, lambda board: board["bot"]["rate"] is not None, within=2)
+    by_intent = board["bot"].pop("by_intent")
     assert board["bot"] == {"resolved": 2, "handed_off": 2, "abandoned": 0, "rate": 0.5}
+    # per intent, most conversations first, named in both languages by the NLU's catalogue
+    assert [(row["intent"], row["label"]["zh"], row["resolved"], row["handed_off"]) for row in by_intent] == [
+        ("order_status", "订单状态查询", 2, 1),
+        ("complaint", by_intent[1]["label"]["zh"], 0, 1),
+    ]
+    assert by_intent[0]["rate"] == 2 / 3 and by_intent[1]["rate"] == 0.0
+    assert by_intent[1]["label"]["en"] != "complaint" and by_intent[1]["label"]["zh"] != "complaint"
 
 
 async def test_supervisor_forces_an_agent_onto_a_break_and_it_is_audited(
