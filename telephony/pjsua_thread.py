@@ -587,6 +587,8 @@ class Engine:
 
     def reap(self) -> None:
         """Stop players that reached their end; destroy what ended calls left (outside any callback)."""
+        if not (self.finished_players or self._graveyard or self._graves or self._stale_files):
+            return  # the common case: the loop comes round hundreds of times a second
         while self.finished_players:
             handle, player = self.finished_players.popleft()
             call = self.calls.get(handle)
@@ -944,6 +946,8 @@ class PjsuaThread:
                 command.loop.call_soon_threadsafe(_settle, command.future, None, error)
 
     def _drain(self, engine: Engine) -> None:
+        if self._commands.empty():
+            return  # the common case, without raising and catching queue.Empty every time round
         while True:
             try:
                 command = self._commands.get_nowait()
