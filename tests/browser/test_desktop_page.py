@@ -69,6 +69,22 @@ async def ready_agent(server: TestServer, agent: ApiClient) -> str:
     return str(me["user_id"])
 
 
+async def answered_call(page: Page, server: TestServer, agent: ApiClient) -> tuple[str, str]:
+    """agent1 signed in on the page, available, with a caller's call offered and answered (Alt+A) through a
+    recording media provider; (customer id, call id)."""
+    await ready_agent(server, agent)
+    await log_in(page, "/desktop", "agent1", "agent1-demo")
+    await page.click("#state-available")
+    await expect(page.locator("#agent-state")).to_have_text("就绪")
+    customer_id, call_id = await caller_with_history(server)
+    await server.app[DESKTOP].gateway.enqueue(queue_request(call_id))
+    await expect(page.locator("#phone-answer")).to_be_enabled()
+    await page.evaluate(RECORDING_MEDIA)
+    await page.keyboard.press("Alt+a")
+    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+    return customer_id, call_id
+
+
 async def customer_with_sms_call_and_ticket(
     server: TestServer, agent: ApiClient, name: str
 ) -> tuple[str, str]:
@@ -433,16 +449,7 @@ async def test_the_caller_hanging_up_ends_the_call_on_the_page_after_the_live_wo
     page: Page, server: TestServer, agent: ApiClient
 ) -> None:
     desktop: Desktop = server.app[DESKTOP]
-    await ready_agent(server, agent)
-    await log_in(page, "/desktop", "agent1", "agent1-demo")
-    await page.click("#state-available")
-    await expect(page.locator("#agent-state")).to_have_text("就绪")
-    customer_id, call_id = await caller_with_history(server)
-    await desktop.gateway.enqueue(queue_request(call_id))
-    await expect(page.locator("#phone-answer")).to_be_enabled()
-    await page.evaluate(RECORDING_MEDIA)
-    await page.keyboard.press("Alt+a")
-    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+    customer_id, call_id = await answered_call(page, server, agent)
 
     # what the caller is saying shows as it is recognised, then gives way to the final words
     said = CallTranscript(FakeCall(call_id=call_id), server.app[BUS])
@@ -566,16 +573,7 @@ async def test_an_attended_transfer_consults_the_target_then_completes_and_the_p
     tests/softphone/test_softphone_consult.py; here no worker owns the call, so the three consult routes
     are answered by the test while the page's socket gets the real ``call.consult`` relay."""
     desktop: Desktop = server.app[DESKTOP]
-    await ready_agent(server, agent)
-    await log_in(page, "/desktop", "agent1", "agent1-demo")
-    await page.click("#state-available")
-    await expect(page.locator("#agent-state")).to_have_text("就绪")
-    customer_id, call_id = await caller_with_history(server)
-    await desktop.gateway.enqueue(queue_request(call_id))
-    await expect(page.locator("#phone-answer")).to_be_enabled()
-    await page.evaluate(RECORDING_MEDIA)
-    await page.keyboard.press("Alt+a")
-    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+    customer_id, call_id = await answered_call(page, server, agent)
 
     asked: list[tuple[str, Any]] = []
     answer = asyncio.Event()
