@@ -208,7 +208,14 @@ def test_bot_resolution_falling_below_seventy_percent_alerts(supervisor: dict[st
     assert supervisor["boards"]["after_resolved"] == "resolved"  # the bot's own answer: 100 %, no alert
     alert = supervisor["bot_alert"]
     assert (alert["rule"], alert["value"], alert["threshold"]) == ("bot_resolution", 0.5, 0.7)
-    assert supervisor["final"]["bot"] == {"resolved": 1, "handed_off": 2, "abandoned": 0, "rate": 1 / 3}
+    final = dict(supervisor["final"]["bot"])
+    by_intent = {row["intent"]: row for row in final.pop("by_intent")}
+    assert final == {"resolved": 1, "handed_off": 2, "abandoned": 0, "rate": 1 / 3}
+    # per intent: both who asked for a person were handed off; the question the bot answered is resolved
+    asked_for_a_person = by_intent.pop("human_agent")
+    assert (asked_for_a_person["handed_off"], asked_for_a_person["rate"]) == (2, 0.0)
+    assert asked_for_a_person["label"] == {"zh": "转人工", "en": "Human agent"}
+    assert [(row["resolved"], row["rate"]) for row in by_intent.values()] == [(1, 1.0)]
 
 
 def test_the_wallboard_page_shows_the_queue_the_wait_and_the_alerts(supervisor: dict[str, Any]) -> None:
