@@ -51,7 +51,6 @@ from agent_desktop.models import (
     StateChange,
     WrapUp,
 )
-from agent_desktop.store import contact_from_doc
 from agent_desktop.wallboard import CHANGE_SKEW
 from core.auth import Role, User
 from core.db import utcnow
@@ -548,7 +547,7 @@ class DesktopSockets:
         if isinstance(conversation_id, str):
             contact = await self.desktop.chat.serving(conversation_id)
         elif isinstance(call_id, str):
-            contact = await self._connected_call(call_id)
+            contact = await self.desktop.store.connected_call(call_id)
         else:
             return
         if contact is None or contact.agent_id is None:
@@ -562,12 +561,6 @@ class DesktopSockets:
             ignore_queue=True,
         )
 
-    async def _connected_call(self, call_id: str) -> Contact | None:
-        doc = await self.desktop.store.contacts.find_one(
-            {"external_ref": call_id, "status": ContactStatus.connected.value}
-        )
-        return contact_from_doc(doc) if doc else None
-
     async def _relay_consult(self, event: dict[str, Any]) -> None:
         """A consultation on a call (attended transfer) starting or ending, to the agent who has the call:
         ``call.consult`` {contact_id, call_id, kind, target, outcome} — the desktop learns the target hung
@@ -576,7 +569,7 @@ class DesktopSockets:
         call_id = body.get("call_id")
         if not isinstance(call_id, str):
             return
-        contact = await self._connected_call(call_id)
+        contact = await self.desktop.store.connected_call(call_id)
         if contact is None or contact.agent_id is None:
             return
         await self.sio.emit(

@@ -34,6 +34,7 @@ import socketio
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
 
+from agent_desktop.models import Contact
 from agent_desktop.socket import socket_ack
 from core.auth import Role, User
 from core.errors import Conflict, Forbidden, HuiliuError
@@ -146,6 +147,8 @@ class _Leg:
 class _Contacts(Protocol):
     contacts: Any
 
+    async def connected_call(self, call_id: str) -> Contact | None: ...
+
 
 class _Calls(Protocol):
     async def call(self, call_id: str) -> dict[str, Any] | None: ...
@@ -156,10 +159,8 @@ class _Control(Protocol):
 
 
 async def _connected_agent(contacts: _Contacts, call_id: str) -> str | None:
-    connected = await contacts.contacts.find_one(
-        {"external_ref": call_id, "kind": "call", "status": "connected"}
-    )
-    return str(connected["agent_id"]) if connected and connected.get("agent_id") else None
+    connected = await contacts.connected_call(call_id)
+    return connected.agent_id if connected is not None else None
 
 
 def agents_own_their_calls(contacts: _Contacts) -> Callable[[User, str], Awaitable[None]]:

@@ -24,6 +24,7 @@ from agent_desktop.models import (
     AgentSkills,
     AgentState,
     Contact,
+    ContactKind,
     ContactStatus,
     NewContact,
     Presence,
@@ -357,6 +358,13 @@ class AcdStore:
     async def contact_by_ref(self, external_ref: str) -> Contact | None:
         """The latest contact of a call or chat (it may have been queued more than once)."""
         doc = await self.contacts.find_one({"external_ref": external_ref}, sort=[("enqueued_at", -1)])
+        return contact_from_doc(doc) if doc else None
+
+    async def connected_call(self, call_id: str) -> Contact | None:
+        """The call contact an agent has connected for the call ``call_id``, if any."""
+        doc = await self.contacts.find_one(
+            {"external_ref": call_id, "kind": ContactKind.call.value, "status": ContactStatus.connected.value}
+        )
         return contact_from_doc(doc) if doc else None
 
     async def update_contact(self, guard: Doc, update: Doc) -> Contact | None:

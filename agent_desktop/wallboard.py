@@ -150,7 +150,7 @@ def bot_deflection(
     outcome), the same per intent, most conversations first."""
     by_intent: dict[str, list[str]] = {}
     for intent, outcome in zip(intents or [], outcomes, strict=False):
-        by_intent.setdefault(intent or "unknown", []).append(outcome)
+        by_intent.setdefault(intent, []).append(outcome)
     ranked = sorted(by_intent.items(), key=lambda item: (-len(item[1]), item[0]))
     return BotDeflection(
         **_tally(outcomes),
