@@ -50,9 +50,15 @@ class ConversationService:
         # told the id of every conversation ``open`` returns (the timeline then need not look it up)
         self.opened = opened or (lambda _conversation_id: None)
 
-    async def open(self, customer_id: str, new: NewConversation) -> tuple[Conversation, bool]:
-        """Start a conversation; with ``external_ref`` a retry returns the one already started."""
-        if new.external_ref is not None:
+    async def open(
+        self, customer_id: str, new: NewConversation, *, expect_new: bool = False
+    ) -> tuple[Conversation, bool]:
+        """Start a conversation; with ``external_ref`` a retry returns the one already started.
+
+        ``expect_new``: the reference is seldom seen twice (a call's SIP Call-ID), so the insert goes first
+        and the unique index on channel and reference catches a retry — one write instead of a lookup and
+        a write. Channels that reopen a thread per message (``sms:{phone}``) look it up first."""
+        if new.external_ref is not None and not expect_new:
             existing = await self.conversations.find_one(
                 {"channel": new.channel.value, "external_ref": new.external_ref}
             )

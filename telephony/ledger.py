@@ -133,6 +133,7 @@ class CallLedger:
                 subject=f"{facts.direction.value} call {facts.caller} → {facts.called}"[:256],
                 external_ref=facts.call_id[:256],
             ),
+            expect_new=True,
         )
         facts.customer_id, facts.conversation_id = customer.id, conversation.id
         if on_call_document:

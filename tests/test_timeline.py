@@ -117,6 +117,12 @@ async def test_conversation_open_is_idempotent_by_channel_reference(omni_and_cus
     first, created = await omni.conversations.open(customer_id, call)
     again, created_again = await omni.conversations.open(customer_id, call)
     assert created and not created_again and again.id == first.id
+    # a writer that expects the reference to be new (the call journal) and retries gets the same one too
+    retried, created_by_retry = await omni.conversations.open(customer_id, call, expect_new=True)
+    assert not created_by_retry and retried.id == first.id
+    other = NewConversation(channel=Channel.voice, external_ref="sip-call-id-456@pbx")
+    fresh, created_fresh = await omni.conversations.open(customer_id, other, expect_new=True)
+    assert created_fresh and fresh.id != first.id
     await omni.timeline.append(
         customer_id,
         NewEvent(kind="call.started", channel=Channel.voice, conversation_id=first.id, idempotency_key="cs"),
