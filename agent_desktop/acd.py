@@ -783,23 +783,28 @@ class AcdQueueGateway:
         self._queued: dict[str, tuple[str, QueueConfig]] = {}  # call id -> (contact id, its queue)
 
     async def enqueue(self, request: QueueRequest) -> None:
-        customer, _ = await self.omni.customers.resolve(
-            [Identity(kind=IdentityKind.phone, value=request.caller)]
-        )
-        conversation, _ = await self.omni.conversations.open(
-            customer.id, NewConversation(channel=Channel.voice, external_ref=request.call_id)
-        )
+        if request.customer_id is not None and request.conversation_id is not None:
+            # the call's journal found the customer and opened the conversation as the call started
+            customer_id, conversation_id, vip = request.customer_id, request.conversation_id, request.vip
+        else:
+            customer, _ = await self.omni.customers.resolve(
+                [Identity(kind=IdentityKind.phone, value=request.caller)]
+            )
+            conversation, _ = await self.omni.conversations.open(
+                customer.id, NewConversation(channel=Channel.voice, external_ref=request.call_id)
+            )
+            customer_id, conversation_id, vip = customer.id, conversation.id, customer.vip
         queue = await self.acd.store.queue(request.queue)
         contact = await self.acd.add(
             NewContact(
                 queue=request.queue,
                 kind=ContactKind.call,
-                customer_id=customer.id,
-                conversation_id=conversation.id,
+                customer_id=customer_id,
+                conversation_id=conversation_id,
                 external_ref=request.call_id,
                 priority=request.priority,
                 skills={skill: 1 for skill in request.skills},
-                preferred_skills=call_preferences(request.context.language, customer.vip),
+                preferred_skills=call_preferences(request.context.language, vip),
                 context=request.context.model_dump(mode="json"),
             ),
             queue,

@@ -82,6 +82,9 @@ MENU_INTER_DIGIT_SECONDS = 2.0
 MAX_STEP_ERRORS = 3
 HOLD_GAP_SECONDS = 1.0
 POSITION_TIMEOUT_SECONDS = 2.0  # also for reading the caller's recent contacts
+# how long queueing waits for the call's customer and conversation from the call's first write (after
+# that the queue finds them itself)
+RECORDED_WAIT_SECONDS = 1.0
 _LEADING_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HANDED_OVER = ("queued", "transferred")  # outcomes after which the call is someone else's to end
 MASK = "••••"
@@ -593,6 +596,7 @@ class _Session:
         await self._say(node.prompt)
         priority = self._priority(node.priority)
         self.context.queue = node.queue
+        recorded = await self.call.recorded_as(RECORDED_WAIT_SECONDS)
         request = QueueRequest(
             call_id=self.call.call_id,
             caller=self.call.caller,
@@ -601,10 +605,17 @@ class _Session:
             priority=priority,
             max_wait=node.max_wait,
             context=self._snapshot(),
+            customer_id=recorded.customer_id if recorded else None,
+            conversation_id=recorded.conversation_id if recorded else None,
+            vip=recorded.vip if recorded else False,
         )
         # the event belongs to this node's step, which is recorded when the wait is over
         self._emit(
-            "call.queued", request.model_dump(mode="json", exclude={"call_id", "caller"}), self.steps + 1
+            "call.queued",
+            request.model_dump(
+                mode="json", exclude={"call_id", "caller", "customer_id", "conversation_id", "vip"}
+            ),
+            self.steps + 1,
         )
         given = {"queue": node.queue, "skills": request.skills, "priority": priority}
         await self.x.queues.enqueue(request)

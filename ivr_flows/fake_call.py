@@ -26,6 +26,7 @@ from telephony.api import (
     SAMPLE_RATE,
     Call,
     CallEnded,
+    CallerRecord,
     CallError,
     CallState,
     Direction,
@@ -74,6 +75,7 @@ class FakeCall:
         self.hangup_cause: str | None = None
         self.hung_up_by: str | None = None
         self.transferred_to: str | None = None
+        self.record_as: CallerRecord | None = None
         self._buffer = ""
         self._changed = asyncio.Event()
         self._stop_playback = False
@@ -249,6 +251,9 @@ class FakeCall:
     async def send_audio(self, pcm: bytes) -> None:
         self._check()
         self.sent_audio += pcm
+
+    async def recorded_as(self, within: float) -> CallerRecord | None:
+        return self.record_as  # a test sets it to act as a call the platform has recorded
 
     async def log_event(self, kind: str, body: dict[str, Any]) -> None:
         self.events.append((kind, dict(body)))

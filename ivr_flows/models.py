@@ -71,6 +71,11 @@ class QueueRequest(BaseModel):
     priority: Priority
     max_wait: float
     context: CallContext
+    # the caller's customer and the call's conversation when the call's journal has them (the ACD then
+    # need not find them again); VIP callers go to senior agents first
+    customer_id: str | None = None
+    conversation_id: str | None = None
+    vip: bool = False
 
 
 QueueOutcome = Literal["connected", "timeout", "unavailable"]

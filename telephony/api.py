@@ -117,6 +117,16 @@ class Recording:
     recorded_seconds: float | None = None  # how long the recorder ran (None: not measured)
 
 
+@dataclass(frozen=True)
+class CallerRecord:
+    """Where the platform keeps a call: the caller's customer (found or created by number) and the call's
+    conversation on that customer's timeline."""
+
+    customer_id: str
+    conversation_id: str
+    vip: bool = False
+
+
 class CallError(Exception):
     """An operation on a call failed (SIP or media error); the call may still be up."""
 
@@ -226,6 +236,11 @@ class Call(Protocol):
 
     async def send_audio(self, pcm: bytes) -> None:
         """Queue 16 kHz mono s16le PCM to be heard by the caller (mixed with any prompt playing)."""
+
+    async def recorded_as(self, within: float) -> CallerRecord | None:
+        """The caller's customer and this call's conversation, once the call's first write has them
+        (written in the background as the call starts); ``None`` when not known within ``within``
+        seconds (the database slow or down) or when the leg is not recorded on a timeline."""
 
     async def log_event(self, kind: str, body: dict[str, Any]) -> None:
         """Append a timeline event about this call (``ivr.step``, ``call.queued`` …) to the caller's

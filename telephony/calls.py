@@ -26,6 +26,7 @@ from telephony.api import (
     SAMPLE_RATE,
     Call,
     CallEnded,
+    CallerRecord,
     CallError,
     CallState,
     Direction,
@@ -93,6 +94,9 @@ class Journal(Protocol):
     async def flush(self) -> None:
         """Return once every fact so far is written (the call document first of all)."""
 
+    async def caller_record(self, within: float) -> CallerRecord | None:
+        """The call's customer and conversation once written (see ``Call.recorded_as``)."""
+
 
 class UnrecordedCall:
     """The journal of a leg that is not a customer's call (the consultation leg of an attended transfer):
@@ -118,6 +122,9 @@ class UnrecordedCall:
 
     async def flush(self) -> None:
         pass
+
+    async def caller_record(self, within: float) -> CallerRecord | None:
+        return None
 
 
 Dialer = Callable[[str], Awaitable["PjsuaCall"]]
@@ -660,6 +667,9 @@ class PjsuaCall:
         sink.queue_pcm(pcm)
         if not self._tap_flags[1]:
             await self._retap(sending=True)
+
+    async def recorded_as(self, within: float) -> CallerRecord | None:
+        return await self.journal.caller_record(within)
 
     async def log_event(self, kind: str, body: dict[str, Any]) -> None:
         self.journal.record(kind, body)

@@ -40,7 +40,7 @@ from omnichannel import (
     Omnichannel,
     normalize_phone,
 )
-from telephony.api import Direction, HangupCause, Recording
+from telephony.api import CallerRecord, Direction, HangupCause, Recording
 from telephony.sip import ANONYMOUS_USERS, Dialog
 from telephony.store import TelephonyStore
 
@@ -85,6 +85,13 @@ class CallFacts:
     conversation_id: str | None = None
     answered_at: dt.datetime | None = None
     steps: int = field(default=0)
+    vip: bool = False
+    recorded: asyncio.Event = field(default_factory=asyncio.Event)  # customer and conversation known
+
+    def caller_record(self) -> CallerRecord | None:
+        if self.customer_id is None or self.conversation_id is None:
+            return None
+        return CallerRecord(self.customer_id, self.conversation_id, self.vip)
 
 
 class CallLedger:
@@ -123,6 +130,7 @@ class CallLedger:
         """The caller's customer and the call's conversation (found or created, idempotent per Call-ID) on
         ``facts`` — and on the call document unless the caller is about to write that itself."""
         if facts.customer_id is not None and facts.conversation_id is not None:
+            facts.recorded.set()
             return
         identity = caller_identity(facts.caller_user, facts.caller_host, facts.call_id, self.default_region)
         customer, _ = await self.omni.customers.resolve([identity])
@@ -135,7 +143,8 @@ class CallLedger:
             ),
             expect_new=True,
         )
-        facts.customer_id, facts.conversation_id = customer.id, conversation.id
+        facts.customer_id, facts.conversation_id, facts.vip = customer.id, conversation.id, customer.vip
+        facts.recorded.set()
         if on_call_document:
             await self.store.update_call(
                 facts.call_id, {"customer_id": customer.id, "conversation_id": conversation.id}
@@ -353,6 +362,11 @@ class CallJournal:
 
     async def flush(self) -> None:
         await self._idle.wait()
+
+    async def caller_record(self, within: float) -> CallerRecord | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.facts.recorded.wait(), within)
+        return self.facts.caller_record()
 
     async def _write_all(self) -> None:
         while True:

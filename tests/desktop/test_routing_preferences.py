@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestServer
 
 from agent_desktop import DESKTOP, Desktop
 from ivr_flows import QueueRequest
+from omnichannel import Identity, IdentityKind
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request
 
 
@@ -106,3 +107,42 @@ async def test_a_contacts_own_required_skills_are_kept(server: TestServer, conne
     assert contact.skills == {"after_sales": 1, "vip": 2}
     assert (await vip_socket.next("offer"))["contact"]["id"] == contact.id
     assert plain_socket.events["offer"].empty()
+
+
+async def test_a_call_queued_with_its_recorded_customer_pops_that_customer_and_prefers_vip_agents(
+    server: TestServer, connect: Connect
+) -> None:
+    """The telephony worker hands the ACD the customer and conversation its call journal recorded as the
+    call started: the offer pops that customer and conversation (not whatever the number would resolve to
+    now), and a VIP customer prefers a VIP agent."""
+    desktop: Desktop = server.app[DESKTOP]
+    await make_queue(server)
+    _, plain_token = await make_agent(server, "plain", {"after_sales": 5, "lang_zh": 1})
+    await asyncio.sleep(0.05)
+    _, vip_token = await make_agent(server, "vip_desk", {"after_sales": 1, "lang_zh": 1, "vip": 1})
+    plain_socket = await connect(server, plain_token)
+    vip_socket = await connect(server, vip_token)
+    customer_id, call_id = await caller_with_history(server)
+    conversation = (await desktop.acd.omni.conversations.of_customer(customer_id))[0]
+    request = queue_request(call_id).model_copy(
+        update={
+            "caller": "+8613900000000",  # another number: the recorded customer wins
+            "customer_id": customer_id,
+            "conversation_id": conversation.id,
+            "vip": True,
+        }
+    )
+
+    await desktop.gateway.enqueue(request)
+
+    pop = await vip_socket.next("offer")
+    assert pop["customer"]["id"] == customer_id
+    assert pop["contact"]["conversation_id"] == conversation.id
+    assert pop["contact"]["preferred_skills"] == {"lang_zh": 1, "vip": 1}
+    assert plain_socket.events["offer"].empty()
+    assert (
+        await desktop.acd.omni.customers.find_by_identity(
+            Identity(kind=IdentityKind.phone, value="+8613900000000")
+        )
+        is None
+    )

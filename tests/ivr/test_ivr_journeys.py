@@ -27,7 +27,7 @@ from ivr_flows import (
     ScriptedSpeech,
     parse_flow,
 )
-from telephony.api import HangupCause
+from telephony.api import CallerRecord, HangupCause
 from tests.ivr.conftest import SHANGHAI, MakeExecutor
 
 RETURN_REQUEST = "我要退货，订单号 12345"
@@ -76,6 +76,22 @@ async def test_caller_pressing_1_reaches_after_sales_queue(
     assert queued_event.body["queue"] == "after_sales" and queued_event.body["context"]["path"][-1][
         "node"
     ] == ("after_sales")
+
+
+async def test_a_queued_call_carries_the_customer_and_conversation_the_platform_recorded(
+    make_executor: MakeExecutor, main_flow: Revision, queues: InMemoryQueueGateway
+) -> None:
+    """The call's customer and conversation (found by its journal as the call started) go with it to the
+    queue, VIP flag included, so the ACD does not look them up again."""
+    recorded = FakeCall(dtmf="1")
+    recorded.record_as = CallerRecord("c-1", "conv-1", vip=True)
+    await make_executor().run(main_flow, recorded)
+    unrecorded = FakeCall(dtmf="1")  # the journal could not write it in time: the ACD finds them itself
+    await make_executor().run(main_flow, unrecorded)
+
+    first, second = queues.queued
+    assert (first.customer_id, first.conversation_id, first.vip) == ("c-1", "conv-1", True)
+    assert (second.customer_id, second.conversation_id, second.vip) == (None, None, False)
 
 
 async def test_caller_saying_return_request_gets_a_ticket_and_the_after_sales_queue(
