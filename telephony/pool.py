@@ -11,6 +11,10 @@ This process
 * writes the dispatcher list (absolute path) with a spare, disabled slot per worker and starts Kamailio
   with its own control socket;
 * restarts a worker that died (at most 5 times a minute per slot) after ending its calls;
+* writes its workers' heartbeats to MongoDB, all in one command per beat (a worker writes its state to its
+  status file; one document update per worker per beat was a large share of a busy node's database
+  work). Only a worker whose process runs and whose status file is fresh (it wrote it within the node
+  timeout) is beaten for: a hung worker expires, and its calls are swept, within the timeout plus a beat;
 * sweeps every second: calls of any worker (any node) whose heartbeat expired end with ``node_lost``;
 * adds a worker on SIGUSR1 and drains and removes the newest on SIGUSR2 (switched on/off in Kamailio
   with ``dispatcher.set_state``: a reload would forget the call counts), up to twice the pool size;
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -40,7 +45,7 @@ from core.settings import Settings
 from omnichannel import Omnichannel
 from telephony.kamailio import Destination, Kamailio, dispatcher_list
 from telephony.ledger import CallLedger
-from telephony.store import TelephonyStore
+from telephony.store import Document, TelephonyStore, heartbeat_interval
 from telephony.sweeper import CallSweeper
 
 log = get_logger(__name__)
@@ -82,6 +87,7 @@ class TelephonyPool:
         self.slots: list[WorkerSlot] = []
         self.kamailio: Kamailio | None = None
         self._adopting: set[asyncio.Task[None]] = set()
+        self._beating: asyncio.Task[None] | None = None
         self.worker_host = (
             "127.0.0.1" if settings.telephony_sip_host in ("", "0.0.0.0") else settings.telephony_sip_host
         )
@@ -154,10 +160,10 @@ class TelephonyPool:
         tries = dict.fromkeys((slot.index for slot in slots), 1)
         while waiting:
             for slot in list(waiting):
-                if slot.ready_file.exists():
-                    facts: dict[str, Any] = json.loads(slot.ready_file.read_text())
-                    slot.worker_id = str(facts["worker_id"])
-                    slot.max_calls = int(facts["max_calls"])
+                status = _read_status(slot.ready_file)
+                if status is not None:
+                    slot.worker_id = str(status["worker_id"])
+                    slot.max_calls = int(status["max_calls"])
                     waiting.remove(slot)
                 elif slot.process is not None and slot.process.poll() is not None:
                     log.warning(
@@ -229,6 +235,45 @@ class TelephonyPool:
             if slot.process is not None and slot.process.poll() is None:
                 # still starting (a big pool on a busy machine): it joins once it is ready
                 self._adopt_later(slot)
+        self._beating = asyncio.create_task(self._beat_forever(), name="heartbeats")
+
+    # -- heartbeats
+
+    def heartbeats(self, now: float) -> list[tuple[str, Document, dt.datetime]]:
+        """The heartbeat of every worker that runs and wrote its status within the node timeout."""
+        timeout = self.settings.telephony_node_timeout_seconds
+        # one beat more than the timeout: the status read may be a beat old when written (a worker seen
+        # alive is not declared lost sooner than a worker writing its own heartbeat would be)
+        lasts = timeout + heartbeat_interval(self.settings)
+        beats = []
+        for slot in self.slots:
+            if slot.worker_id is None or slot.process is None or slot.process.poll() is not None:
+                continue
+            status = _read_status(slot.ready_file)
+            if status is None or status["worker_id"] != slot.worker_id:
+                continue
+            beat_at = float(status.get("beat_at") or 0.0)
+            if now - beat_at > timeout:
+                continue  # hung: its heartbeat runs out and the sweeper ends its calls
+            fields = {
+                name: dt.datetime.fromisoformat(value) if name in _TIMES and value else value
+                for name, value in status.get("state", {}).items()
+            }
+            beats.append((slot.worker_id, fields, dt.datetime.fromtimestamp(beat_at + lasts, dt.UTC)))
+        return beats
+
+    async def beat(self) -> None:
+        beats = self.heartbeats(time.time())
+        if beats:
+            await self.store.heartbeats(beats)
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(heartbeat_interval(self.settings))
+            try:
+                await self.beat()
+            except Exception as exc:
+                log.warning("telephony.heartbeat_failed", error=str(exc))
 
     @property
     def capacity(self) -> int:
@@ -323,9 +368,25 @@ class TelephonyPool:
             if slot.process is not None and slot.process.poll() is None:
                 slot.process.terminate()
         processes = [slot.process for slot in self.slots if slot.process is not None]
+        # workers draining their calls go on beating through the pool until they exit
         await asyncio.to_thread(_wait_all, processes, self.settings.telephony_drain_seconds + 10)
+        if self._beating is not None:
+            self._beating.cancel()
+            await asyncio.gather(self._beating, return_exceptions=True)
         if self.kamailio is not None:
             await asyncio.to_thread(self.kamailio.stop)
+
+
+_TIMES = ("started_at", "last_seen")
+
+
+def _read_status(path: Path) -> dict[str, Any] | None:
+    """A worker's status file (see ``telephony.worker.write_status``); None until it is first written."""
+    try:
+        status: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return status
 
 
 def _wait_all(processes: list[subprocess.Popen[bytes]], within: float) -> None:

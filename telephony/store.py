@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from core.db import Database, register_indexes
+from core.settings import Settings
 
 Document = dict[str, Any]
 
@@ -28,6 +29,12 @@ register_indexes(
     IndexModel([("call_id", ASCENDING)]),
     IndexModel([("created_at", ASCENDING)]),
 )
+
+
+def heartbeat_interval(settings: Settings) -> float:
+    """How often workers beat: ``telephony_heartbeat_seconds``, but at most 1/2.5 of the node timeout, so
+    two beats can be late before a worker counts as lost."""
+    return min(settings.telephony_heartbeat_seconds, settings.telephony_node_timeout_seconds / 2.5)
 
 
 class TelephonyStore:
@@ -89,6 +96,16 @@ class TelephonyStore:
     async def heartbeat(self, worker_id: str, fields: Document, expires_at: dt.datetime) -> None:
         await self.workers.update_one(
             {"_id": worker_id}, {"$set": {**fields, "expires_at": expires_at}}, upsert=True
+        )
+
+    async def heartbeats(self, beats: list[tuple[str, Document, dt.datetime]]) -> None:
+        """Several workers' heartbeats (id, fields, expiry) in one command (a pool writes its workers')."""
+        await self.workers.bulk_write(
+            [
+                UpdateOne({"_id": worker_id}, {"$set": {**fields, "expires_at": expires_at}}, upsert=True)
+                for worker_id, fields, expires_at in beats
+            ],
+            ordered=False,
         )
 
     async def expire_worker(self, worker_id: str, at: dt.datetime) -> None:

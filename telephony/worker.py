@@ -5,9 +5,10 @@
 
 * answers every inbound INVITE with the handler the router picks for the dialed number (404 if none),
   turning each call step into timeline facts (``telephony.ledger``);
-* writes a heartbeat document every ``telephony_heartbeat_seconds``: when it stops (the process died), any
-  node's sweeper — or any web process's, when the whole node died — ends this worker's calls with cause
-  ``node_lost``;
+* heartbeats every ``telephony_heartbeat_seconds``: under a pool it writes its state to a status file and
+  the pool writes all its workers' heartbeat documents in one command; alone (or orphaned) it writes its
+  own. When the heartbeats stop (the process died or hangs), any node's sweeper — or any web process's,
+  when the whole node died — ends this worker's calls with cause ``node_lost``;
 * takes commands for its calls (hang up, transfer, hold, DTMF, media for a web softphone) and places the
   calls agents dial, from its Redis list ``huiliu:telephony:commands:<id>`` (``telephony.control.CallControl``
   sends them);
@@ -64,7 +65,7 @@ from telephony.pjsua_thread import (
 )
 from telephony.routing import ManagedRouter, RouterServices, load_router
 from telephony.sip import ANONYMOUS_USERS, display_number, invite_parties, uri_user
-from telephony.store import TelephonyStore
+from telephony.store import TelephonyStore, heartbeat_interval
 
 log = get_logger(__name__)
 
@@ -95,6 +96,9 @@ class WorkerOptions:
     node_timeout_seconds: float = 5.0
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     db_name: str = "huiliu"  # names the Redis media channels of its calls (telephony.media_relay)
+    # under a pool: the file the worker's state goes to every heartbeat; the pool writes the heartbeats of
+    # all its workers to MongoDB at once (telephony.pool), the worker itself only while it has no pool
+    status_file: Path | None = None
 
 
 class TelephonyWorker:
@@ -125,6 +129,7 @@ class TelephonyWorker:
         self.consultations = Consultations(self.consult, self._carry_agent_audio, self.target_uri)
         self._background: list[asyncio.Task[None]] = []
         self._started_at = utcnow()
+        self._parent = os.getppid()
         self._no_calls = asyncio.Event()
         self._no_calls.set()
 
@@ -303,31 +308,44 @@ class TelephonyWorker:
 
     # -- heartbeat and commands
 
-    async def _beat(self) -> None:
-        now = utcnow()
+    def state(self, now: dt.datetime) -> dict[str, Any]:
         facts = self.facts
+        return {
+            "name": self.options.name,
+            "node": self.options.node,
+            "pid": os.getpid(),
+            "sip_port": facts.sip_port if facts else None,
+            "max_calls": facts.max_calls if facts else None,
+            "active_calls": len(self.calls),
+            "refused_busy": self.rejected_busy,
+            "draining": self.draining,
+            "started_at": self._started_at,
+            "last_seen": now,
+        }
+
+    async def _beat(self) -> None:
+        """The heartbeat straight to MongoDB (at start, so it exists before the first call; when draining
+        starts; and every beat while the worker has no pool)."""
+        now = utcnow()
         await self.store.heartbeat(
-            self.worker_id,
-            {
-                "name": self.options.name,
-                "node": self.options.node,
-                "pid": os.getpid(),
-                "sip_port": facts.sip_port if facts else None,
-                "max_calls": facts.max_calls if facts else None,
-                "active_calls": len(self.calls),
-                "refused_busy": self.rejected_busy,
-                "draining": self.draining,
-                "started_at": self._started_at,
-                "last_seen": now,
-            },
-            now + dt.timedelta(seconds=self.options.node_timeout_seconds),
+            self.worker_id, self.state(now), now + dt.timedelta(seconds=self.options.node_timeout_seconds)
         )
+
+    def _tell_pool(self) -> bool:
+        """The worker's state to its pool's status file; False when there is no pool (any more: a pool
+        killed outright leaves its workers draining, and their calls must not look lost meanwhile)."""
+        path = self.options.status_file
+        if path is None or os.getppid() != self._parent:
+            return False
+        write_status(path, self.worker_id, self.state(utcnow()))
+        return True
 
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.options.heartbeat_seconds)
             try:
-                await self._beat()
+                if not self._tell_pool():
+                    await self._beat()
             except Exception as exc:
                 log.warning("telephony.heartbeat_failed", error=str(exc))
 
@@ -542,12 +560,11 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
         front_host=_front_host(settings),
         front_port=settings.telephony_sip_port,
         default_region=settings.default_region,
-        heartbeat_seconds=min(
-            settings.telephony_heartbeat_seconds, settings.telephony_node_timeout_seconds / 2.5
-        ),
+        heartbeat_seconds=heartbeat_interval(settings),
         node_timeout_seconds=settings.telephony_node_timeout_seconds,
         worker_id=f"{socket.gethostname()}:{args.name}:{os.getpid()}:{uuid.uuid4().hex[:8]}",
         db_name=settings.db_name,
+        status_file=Path(args.ready_file) if args.ready_file else None,
     )
     ledger = CallLedger(store, omni, worker_id=options.worker_id, default_region=settings.default_region)
     config = endpoint_config(
@@ -567,10 +584,9 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if managed is not None:
             await managed.start(RouterServices(settings, db, bus, omni, options.recordings_dir))
-        facts = await worker.start()
-        if args.ready_file:
-            ready = {"worker_id": worker.worker_id, "max_calls": facts.max_calls, "sip_port": facts.sip_port}
-            await asyncio.to_thread(_write_atomically, Path(args.ready_file), json.dumps(ready))
+        await worker.start()
+        if options.status_file is not None:  # the pool learns the worker is ready, and its call cap
+            write_status(options.status_file, worker.worker_id, worker.state(utcnow()))
         await stop.wait()
         _stop_within(settings.telephony_drain_seconds + STOP_GRACE_SECONDS)
         await worker.drain(settings.telephony_drain_seconds)
@@ -602,9 +618,22 @@ def _stop_within(seconds: float) -> None:
     watchdog.start()
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_status(path: Path, worker_id: str, state: dict[str, Any]) -> None:
+    """The worker's status file, replaced whole (the pool never reads half of one): its id, call cap and
+    SIP port (the pool waits for the first one to know the worker is ready), its heartbeat fields and
+    when it wrote them."""
+    status = {
+        "worker_id": worker_id,
+        "max_calls": state["max_calls"],
+        "sip_port": state["sip_port"],
+        "state": {
+            name: value.isoformat() if isinstance(value, dt.datetime) else value
+            for name, value in state.items()
+        },
+        "beat_at": time.time(),
+    }
     scratch = path.with_suffix(".tmp")
-    scratch.write_text(text)
+    scratch.write_text(json.dumps(status))
     os.replace(scratch, path)
 
 
@@ -614,7 +643,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sip-port", type=int, required=True)
     parser.add_argument("--rtp-port", type=int, required=True, help="first RTP port of this worker")
     parser.add_argument("--rtp-count", type=int, required=True, help="how many RTP ports it may use")
-    parser.add_argument("--ready-file", help="written (JSON: max_calls, sip_port) once calls are taken")
+    parser.add_argument(
+        "--ready-file",
+        help="written (JSON: worker id, max_calls, sip_port) once calls are taken, then rewritten every "
+        "heartbeat with the worker's state for its pool to write",
+    )
     args = parser.parse_args(argv)
     # a crash in native code (pjsua2, see README: Known problems) leaves every thread's Python stack in
     # this worker's log

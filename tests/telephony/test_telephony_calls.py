@@ -155,6 +155,39 @@ def test_a_worker_killed_mid_call_ends_the_call_as_node_lost_and_the_pool_recove
     assert (run2.successful, run2.failed) == (4, 0), run2.output[-2000:]
 
 
+def test_a_hung_worker_stops_being_live_and_its_call_ends_as_node_lost(node: Node) -> None:
+    """The pool writes its workers' heartbeats, but only for a worker that keeps writing its status: one
+    that hangs (stopped here) is let expire and its call is ended, while the other worker stays live."""
+    caller = number()
+    waiting = node.start_sipp("caller_waits.xml", caller=caller)
+    call = node.wait_for(
+        lambda: (found := node.calls_from("+86" + caller)) and found[0].get("answered_at") and found[0],
+        what="the call to be answered",
+    )
+    name, pid = call["worker_id"].split(":")[1], int(call["worker_id"].split(":")[2])
+    others = {other: other_pid for other, other_pid in node.worker_pids().items() if other != name}
+    assert others, "the node has one live worker besides the caller's"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        ended = node.wait_for(
+            lambda: (doc := node.call_doc(call["_id"])) and doc["status"] == "ended" and doc, within=15
+        )
+        # 2 s node timeout here, plus a beat (0.5 s) and the 1 s sweep
+        assert ended["cause"] == "node_lost" and time.monotonic() - stopped_at < 6
+        assert node.worker_pids() == others, "the hung worker still looks live, or the other one does not"
+        before = node.mongo().telephony_workers.find_one({"pid": next(iter(others.values()))})["last_seen"]
+        time.sleep(1.5)
+        after = node.mongo().telephony_workers.find_one({"pid": next(iter(others.values()))})["last_seen"]
+        assert after > before, "the pool stopped beating for the worker that is fine"
+        run = waiting.finish(30)  # the caller was hung up through the SIP front
+        assert run.successful == 1, run.output[-2000:] + run.errors
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGCONT)
+    node.wait_for(lambda: len(node.worker_pids()) == 2, within=30, what="the worker to be restarted")
+
+
 async def test_a_hang_up_from_the_web_reaches_the_worker_owning_the_call(
     node: Node, redis_server: EmbeddedServer
 ) -> None:
