@@ -202,6 +202,8 @@ class TelephonyPool:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.slots = [self._new_slot(index) for index in range(self.settings.telephony_pool_size)]
+        # beating starts with the first worker ready: a big pool takes a while to start them all
+        self._beating = asyncio.create_task(self._beat_forever(), name="heartbeats")
         for slot in self.slots:
             self._spawn(slot)
         failed = await self._wait_ready(self.slots, 60 + 2 * len(self.slots), attempts=3)
@@ -235,7 +237,6 @@ class TelephonyPool:
             if slot.process is not None and slot.process.poll() is None:
                 # still starting (a big pool on a busy machine): it joins once it is ready
                 self._adopt_later(slot)
-        self._beating = asyncio.create_task(self._beat_forever(), name="heartbeats")
 
     # -- heartbeats
 

@@ -4,6 +4,7 @@ list, who a caller is, which handler a number reaches."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -149,3 +150,52 @@ async def test_a_prompt_cancelled_while_it_starts_is_stopped_once_started(tmp_pa
     with pytest.raises(asyncio.CancelledError):
         await playing
     assert engine.ran == [("play", 1), ("stop_player", 7)]
+
+
+def test_the_pool_beats_for_running_workers_with_a_fresh_status_only(tmp_path: Path) -> None:
+    """Each worker writes its state to its status file; the pool turns the fresh ones into heartbeats (one
+    MongoDB command for all). A worker that stopped writing (hung), exited, or was replaced by a restart
+    (another worker id in the file) gets none, so its heartbeat runs out and its calls are swept."""
+    import datetime as dt
+    import subprocess
+    import sys
+    import time
+
+    from core.settings import Settings
+    from telephony.pool import TelephonyPool
+    from telephony.worker import write_status
+
+    settings = Settings(
+        data_dir=tmp_path,
+        telephony_pool_size=4,
+        telephony_heartbeat_seconds=2.0,
+        telephony_node_timeout_seconds=5.0,
+    )
+    pool = TelephonyPool(settings, store=None, front=False)  # type: ignore[arg-type]
+    pool.run_dir.mkdir(parents=True)
+    pool.slots = [pool._new_slot(index) for index in range(4)]
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    exited.wait()
+    started = dt.datetime(2026, 11, 26, 8, 0, tzinfo=dt.UTC)
+    try:
+        for slot in pool.slots:
+            slot.worker_id = f"w{slot.index}-id"
+            slot.process = exited if slot.index == 2 else running  # type: ignore[assignment]
+            state = {"name": slot.name, "max_calls": 4, "sip_port": slot.sip_port, "active_calls": slot.index}
+            state |= {"started_at": started, "last_seen": started}
+            written = "another-incarnation" if slot.index == 3 else slot.worker_id
+            write_status(slot.ready_file, written, state)
+        now = time.time()
+        hung = pool.slots[1].ready_file
+        stale = json.loads(hung.read_text()) | {"beat_at": now - 6.0}
+        hung.write_text(json.dumps(stale))
+
+        [(worker_id, fields, expires_at)] = pool.heartbeats(now)
+    finally:
+        running.kill()
+        running.wait()
+    assert worker_id == "w0-id" and fields["active_calls"] == 0 and fields["last_seen"] == started
+    beat_at = json.loads(pool.slots[0].ready_file.read_text())["beat_at"]
+    # the node timeout plus one beat from when the worker wrote (the file may be a beat old when read)
+    assert expires_at.timestamp() == pytest.approx(beat_at + 5.0 + 2.0)
