@@ -281,11 +281,12 @@ def _shape(value: Any) -> Any:
     return "…"
 
 
-def profiled_commands(node: Node) -> list[tuple[str, int]]:
+def profiled_commands(node: Node) -> list[tuple[str, int, float]]:
     """What the embedded MongoDB's profiler recorded (``--profile``), by collection, command and the shape
-    of its filter, most frequent first."""
+    of its filter, most frequent first, with the milliseconds the server spent on them in all."""
     shapes: Counter[str] = Counter()
-    for entry in node.mongo()["system.profile"].find({}, {"command": 1, "ns": 1}):
+    millis: Counter[str] = Counter()
+    for entry in node.mongo()["system.profile"].find({}, {"command": 1, "ns": 1, "millis": 1}):
         command = dict(entry.get("command") or {})
         name = next(iter(command), "?")
         collection = entry.get("ns", "?").split(".", 1)[-1]
@@ -294,8 +295,10 @@ def profiled_commands(node: Node) -> list[tuple[str, int]]:
             what = [_shape(update.get("q")) for update in command.get("updates", [])[:1]]
         elif name == "insert":
             what = f"{len(command.get('documents', []))} document(s)"
-        shapes[f"{collection} {name} {_shape(what) if isinstance(what, dict | list) else what or ''}"] += 1
-    return shapes.most_common()
+        shape = f"{collection} {name} {_shape(what) if isinstance(what, dict | list) else what or ''}"
+        shapes[shape] += 1
+        millis[shape] += float(entry.get("millis") or 0)
+    return [(shape, count, millis[shape]) for shape, count in shapes.most_common()]
 
 
 def _safe(fn: Callable[[int], T], pid: int, default: T) -> T:
@@ -682,8 +685,9 @@ def run(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         work = db_work(node) - work_before
         if args.profile:
             node.mongo().command("profile", 0)
-            for what, count in profiled_commands(node):
-                progress(f"{count / max(run_result.successful, 1):6.2f} per call  {what}")
+            for what, count, spent in profiled_commands(node):
+                per_call = count / max(run_result.successful, 1)
+                progress(f"{per_call:6.2f} per call  {spent / max(count, 1):7.2f} ms each  {what}")
         work[f"{node.mongo().calls.name} queries"] -= len(mongo_ms)  # the probe's own
         rtt = read_rtt(node.workdir)
         peak = peak_concurrency(node.workdir)

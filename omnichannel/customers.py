@@ -38,7 +38,7 @@ register_indexes(
 register_indexes("customer_merges", IndexModel([("source_id", ASCENDING), ("at", DESCENDING)]))
 
 _RESOLVE_ATTEMPTS = 5
-LIVE_ID_TTL_SECONDS = 5.0
+LIVE_ID_TTL_SECONDS = 30.0  # a call writes its timeline over ~10 s or more: one lookup, not one per 5 s
 LIVE_ID_CACHE_LIMIT = 50_000
 
 _PHONE_LIKE = re.compile(r"^[\d\s+\-().]+$")
@@ -159,11 +159,11 @@ class CustomerService:
         raise Conflict(f"merge chain of {customer_id} is too long", code="merge_chain")
 
     async def live_id(self, customer_id: str) -> str:
-        """``live(customer_id).id``, trusted for ``LIVE_ID_TTL_SECONDS``: one lookup per customer every few
-        seconds for writers that only need where to write (timeline events, conversations), not one per
-        write. Customers are never deleted and merges are rare; a write in the few seconds after a merge
-        (in another process) that still lands on the merged-away customer is read back on the merged
-        timeline all the same (``timeline_ids``)."""
+        """``live(customer_id).id``, trusted for ``LIVE_ID_TTL_SECONDS``: one lookup per customer every half
+        minute for writers that only need where to write (timeline events, conversations), not one per
+        write. Customers are never deleted and merges are rare; a write in the seconds after a merge (in
+        another process) that still lands on the merged-away customer is read back on the merged timeline
+        all the same (``timeline_ids``)."""
         cached = self._live_ids.get(customer_id)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
