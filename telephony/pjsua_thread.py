@@ -493,6 +493,10 @@ class Engine:
         med.ecTailLen = 0  # no echo canceller: nothing here plays into a microphone
         med.noVad = True
         med.quality = 4  # resampler quality: cheap enough for many calls, fine for telephone audio
+        # RTP shares the SIP sockets' ioqueue, polled by this thread's libHandleEvents: no media worker thread
+        # waking 100 times a second in every idle worker (a third of an idle pool's CPU)
+        med.hasIoqueue = False
+        med.threadCnt = 0
         self.ep.libInit(ep_cfg)
         self.ep.audDevManager().setNullDev()
         for codec in self.ep.codecEnum2():
