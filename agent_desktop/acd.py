@@ -52,6 +52,7 @@ from agent_desktop.routing import (
 )
 from agent_desktop.screenpop import PopParts, ScreenPopBuilder
 from agent_desktop.store import AcdStore, agent_from_doc, contact_oid
+from core.aio import stop_tasks
 from core.auth import Role, User
 from core.db import utcnow
 from core.errors import Conflict, Forbidden, NotFound
@@ -149,11 +150,8 @@ class Acd:
         # surface as TimeoutError, be suppressed below, and leave the loop running.
         self._stopping = True
         self._wake.set()
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        await stop_tasks(self._loop)
+        self._loop = None
 
     def wake(self) -> None:
         """Route soon (a contact arrived, an agent became free) instead of at the next tick."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,6 +16,7 @@ from agent_desktop.models import LIVE_CONTACT_STATUSES
 from agent_desktop.outbound import OutboundCalls
 from agent_desktop.socket import agent_room
 from agent_desktop.softphone import Softphone, agents_own_their_calls, call_access, use_host_addresses
+from core.aio import stop_tasks
 from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER
 from core.audit import AuditLog
 from core.auth import User, UserService
@@ -157,10 +157,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     stop_withdrawing()
-    for task in (reconciling, preparing):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_tasks(reconciling, preparing)
     # Each step bounded: a client stuck on a server that is gone must not keep the process from exiting.
     await _bounded("lost_calls", lost_calls.stop())
     await _bounded("softphone", app[SOFTPHONE].close())

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.aio import stop_tasks
 from core.bus import EventBus, connect_redis
 from core.db import Database, utcnow
 from core.embedded import spawn
@@ -371,9 +372,7 @@ class TelephonyPool:
         processes = [slot.process for slot in self.slots if slot.process is not None]
         # workers draining their calls go on beating through the pool until they exit
         await asyncio.to_thread(_wait_all, processes, self.settings.telephony_drain_seconds + 10)
-        if self._beating is not None:
-            self._beating.cancel()
-            await asyncio.gather(self._beating, return_exceptions=True)
+        await stop_tasks(self._beating)
         if self.kamailio is not None:
             await asyncio.to_thread(self.kamailio.stop)
 

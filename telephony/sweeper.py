@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from core.aio import stop_tasks
 from core.db import utcnow
 from core.log import get_logger
 from omnichannel import Omnichannel
@@ -138,11 +139,8 @@ class LostCallWatch:
         self._task = asyncio.create_task(self._run(), name="lost-call-sweep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_tasks(self._task)
+        self._task = None
         self.sweeper.stop()
 
     async def _run(self) -> None:

@@ -8,12 +8,12 @@ themselves; the knowledge base is read by agents and changed by admins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.aio import stop_tasks
 from core.api import Api, current_user
 from core.auth import Role
 from core.http import audit_details
@@ -277,11 +277,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     ]
     yield
     stop_replies()
-    for sweeper in sweepers:
-        sweeper.cancel()
-    for sweeper in sweepers:
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+    await stop_tasks(*sweepers)
     await channels.webchat.stop()
     await app[VISITOR_SOCKETS].stop()
 

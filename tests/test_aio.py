@@ -1,0 +1,52 @@
+"""Stopping background loops: a cancellation swallowed by a library must not keep a process from stopping."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.aio import stop_tasks
+
+
+async def test_a_loop_that_swallowed_its_cancellation_is_cancelled_again_and_stops() -> None:
+    """As a background loop whose database call caught the first ``CancelledError`` (seen with the MongoDB
+    driver: the web process then never finished stopping)."""
+    rounds = 0
+
+    async def swallowing_call() -> None:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            pass  # the library's bug: the cancellation is lost
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            rounds += 1
+            await swallowing_call() if rounds == 1 else await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(loop(), name="retries")
+    await asyncio.sleep(0.01)  # inside the call that swallows
+    await asyncio.wait_for(stop_tasks(task, within=3.0), 5.0)
+    assert task.cancelled() and rounds >= 2
+
+
+async def test_a_task_that_never_stops_is_left_after_the_deadline_instead_of_hanging() -> None:
+    give_up = False
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(1)
+            except asyncio.CancelledError:
+                if give_up:
+                    raise
+
+    task = asyncio.create_task(stubborn(), name="stubborn")
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await stop_tasks(task, None, within=0.6)
+    assert 0.5 <= loop.time() - started < 2.0 and not task.done()
+    give_up = True
+    await stop_tasks(task)
+    assert task.cancelled()
