@@ -497,6 +497,8 @@ class TelephonyWorker:
         await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
         await self.ledger.flush(5.0)
         await self.engine.stop()
+        if self.options.status_file is not None:  # the pool must not beat for this worker again
+            self.options.status_file.unlink(missing_ok=True)
         with contextlib.suppress(Exception):
             await self.store.expire_worker(self.worker_id, utcnow())
 
