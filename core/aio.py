@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from core.log import get_logger
 
@@ -11,7 +12,7 @@ log = get_logger(__name__)
 STOP_SECONDS = 5.0
 
 
-async def stop_tasks(*tasks: asyncio.Task[object] | None, within: float = STOP_SECONDS) -> None:
+async def stop_tasks(*tasks: asyncio.Future[Any] | None, within: float = STOP_SECONDS) -> None:
     """Cancel ``tasks`` and wait until they have ended, for at most ``within`` seconds.
 
     A cancellation can be swallowed: a library that catches ``CancelledError`` inside an await (the
@@ -24,7 +25,10 @@ async def stop_tasks(*tasks: asyncio.Task[object] | None, within: float = STOP_S
     while pending:
         left = deadline - loop.time()
         if left <= 0:
-            log.error("tasks.did_not_stop", tasks=sorted(task.get_name() for task in pending))
+            names = sorted(
+                task.get_name() if isinstance(task, asyncio.Task) else repr(task) for task in pending
+            )
+            log.error("tasks.did_not_stop", tasks=names)
             return
         for task in pending:
             task.cancel()

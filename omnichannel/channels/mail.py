@@ -28,6 +28,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from core.aio import stop_tasks
 from core.db import Database, register_indexes, utcnow
 from core.errors import Invalid, NotFound
 from core.log import get_logger
@@ -175,8 +176,7 @@ class EmailService:
         _, stuck = await asyncio.wait(working, timeout=grace_seconds)
         for task in stuck:
             log.error("email.pipeline_cancelled_at_close", task=repr(task)[:200])
-            task.cancel()
-        await asyncio.gather(*stuck, return_exceptions=True)
+        await stop_tasks(*stuck)
 
     async def _thread(self, message: EmailMessage, customer_id: str, message_id: str, subject: str) -> str:
         refs = str(message.get("References", "")).split() + str(message.get("In-Reply-To", "")).split()

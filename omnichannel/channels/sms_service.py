@@ -24,6 +24,7 @@ from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from core.aio import stop_tasks
 from core.db import Database, as_utc, register_indexes, utcnow
 from core.errors import Conflict, Invalid, NotFound
 from core.log import get_logger
@@ -348,9 +349,7 @@ class SmsService:
         ]
 
     async def close(self) -> None:
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        await stop_tasks(*self._running)
         await self.provider.close()
 
     # ------------------------------------------------------------------------------------- inbound

@@ -43,6 +43,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
+from core.aio import stop_tasks
 from core.bus import EventBus
 from core.db import Database, register_indexes, utcnow
 from core.errors import (
@@ -488,9 +489,7 @@ class WebChatService:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await stop_tasks(*self._tasks)
 
 
 # ------------------------------------------------------------------------------------------ sockets

@@ -31,6 +31,7 @@ from wechatpy.crypto import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
 from wechatpy.utils import check_signature
 
+from core.aio import stop_tasks
 from core.db import Database, register_indexes, utcnow
 from core.errors import Conflict, Forbidden, Invalid, NotFound
 from core.log import get_logger
@@ -178,9 +179,7 @@ class WeChatService:
         return reply
 
     async def close(self) -> None:
-        for task in list(self._late):
-            task.cancel()
-        await asyncio.gather(*self._late, return_exceptions=True)
+        await stop_tasks(*self._late)
 
     # --------------------------------------------------------------------------------- outbound
 
