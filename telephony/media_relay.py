@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Literal
 
-import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -85,6 +84,8 @@ def mix_frames(frames: Sequence[bytes]) -> bytes:
     """Sum 16-bit PCM frames sample by sample, clipped; the result is as long as the longest."""
     if len(frames) == 1:
         return frames[0]
+    import numpy as np  # only mixing needs it (a supervisor on a call): not in every idle worker (~10 MiB)
+
     length = max(len(frame) for frame in frames) // 2
     total = np.zeros(length, dtype=np.int32)
     for frame in frames:
