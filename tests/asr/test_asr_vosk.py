@@ -186,7 +186,7 @@ async def test_how_the_audio_is_cut_into_frames_does_not_change_the_words(
     # Telephony sends 20 ms frames; a recording may arrive in 30 ms or one-second reads. The decoder feeds
     # Kaldi the same 100 ms pieces from the same offsets whatever the arrival, so the utterances, words and
     # times are the same, up to vosk's own run-to-run wobble: the same pieces in the same process give a
-    # last word ending 1.26 or 1.32 s, so times are compared within two 30 ms frames.
+    # last word ending 1.23, 1.26 or 1.32 s (seen in clean-clone runs), so times are compared within 0.1 s.
     said = ["카드 번호", "카드 번호"]
     audio = speak(said[0]) + line_noise(1.0) + speak(said[1]) + line_noise(1.0)
     runs = {
@@ -197,7 +197,7 @@ async def test_how_the_audio_is_cut_into_frames_does_not_change_the_words(
         assert len(finals) == len(said), (ms, finals)
         for final, expected, text in zip(finals, reference, said, strict=True):
             assert character_error_rate(text, final.text) <= 0.35, (ms, finals)
-            assert abs(final.start - expected.start) <= 0.061 and abs(final.end - expected.end) <= 0.061
+            assert abs(final.start - expected.start) <= 0.1 and abs(final.end - expected.end) <= 0.1
 
 
 def endpoint_frame(audio: bytes, trailing_silence_ms: int) -> int:
