@@ -81,9 +81,9 @@ class LazyAnalyzer:
     ) -> AnalysisLike:
         with self._lock:
             if self._analyzer is None:
-                from asr.nlu import Analyzer
+                from asr.nlu import default_analyzer
 
-                self._analyzer = Analyzer()
+                self._analyzer = default_analyzer()
         return self._analyzer.analyze(text, language=language, recent_contacts=recent_contacts)
 
 

@@ -1,11 +1,12 @@
 """The one entry point: ``Analyzer.analyze(text) -> Analysis`` for text from any channel (ASR transcripts,
 chat, SMS, email bodies).
 
-An ``Analyzer`` loads its config directory, builds the shared jieba segmenter and trains the intent model in
-its constructor (about two seconds on a cold process, most of it jieba), then ``analyze`` is read-only and
-safe to call from any thread. Build one per process and share it — ``default_analyzer()`` does exactly
-that for the packaged configuration. ``analyze`` is CPU-bound (about a millisecond for a chat message):
-call it from a worker thread, not on the event loop, when texts can be long.
+An ``Analyzer`` loads its config directory, builds the shared jieba segmenter and trains (or, with a
+model cache, loads) the intent model in its constructor (about two seconds on a cold process, most of it
+jieba), then ``analyze`` is read-only and safe to call from any thread. Build one per process and share
+it — ``default_analyzer()`` does exactly that for the packaged configuration, with the model cache.
+``analyze`` is CPU-bound (about a millisecond for a chat message): call it from a worker thread, not on the
+event loop, when texts can be long.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .models import (
 from .priority import PriorityRules
 from .segmenter import shared_segmenter
 from .text import detect_language, has_words, normalise
+from .training import cached_model, default_cache_dir
 
 UNKNOWN_LABEL = Label(zh="未识别", en="Unknown")
 TOP_ALTERNATIVES = 3
@@ -46,6 +48,9 @@ class Analyzer:
     ``config_dir`` holds the YAML files described in ``asr.nlu.config``; the keyword arguments override
     ``nlu.yaml``: ``unknown_threshold`` (below it the answer is ``unknown``), ``max_chars`` (longer input
     is cut there and flagged ``truncated``) and ``timezone`` (where "today" is, for relative dates).
+    With ``model_cache``, the intent model is read from that directory, trained there by a child process
+    the first time (``asr.nlu.training``): this process then never imports scikit-learn. Without it, the
+    model is trained here.
     """
 
     def __init__(
@@ -55,6 +60,7 @@ class Analyzer:
         unknown_threshold: float | None = None,
         max_chars: int | None = None,
         timezone: str | None = None,
+        model_cache: Path | None = None,
     ) -> None:
         started = time.perf_counter()
         config = load_config(config_dir)
@@ -76,7 +82,8 @@ class Analyzer:
         self.config: NluConfig = config
         self._segmenter = shared_segmenter(config.lexicon.dictionary_words())
         self._segmenter.load()
-        self._classifier = IntentClassifier(config, self._segmenter)
+        model = cached_model(config, config_dir, model_cache) if model_cache is not None else None
+        self._classifier = IntentClassifier(config, self._segmenter, model)
         self._entities = EntityExtractor(config.lexicon.products)
         self._priority = PriorityRules(config.sentiment)
         self._product_words = frozenset(
@@ -191,9 +198,10 @@ _default_lock = threading.Lock()
 
 
 def default_analyzer() -> Analyzer:
-    """The process-wide analyzer for the packaged configuration, built on first call (thread-safe)."""
+    """The process-wide analyzer for the packaged configuration, built on first call (thread-safe), its
+    model cached in ``asr.nlu.training.default_cache_dir()``."""
     global _default
     with _default_lock:
         if _default is None:
-            _default = Analyzer()
+            _default = Analyzer(model_cache=default_cache_dir())
         return _default

@@ -7,8 +7,10 @@ Chinese, robust to segmentation errors; 3–5 inside English words, robust to mi
 pinyin syllables of the Chinese characters (+ bigrams: 退火 and 退货 are both "tui huo") — and the
 classifier is a multinomial logistic regression.
 It gives probabilities directly, without the cross-validation a calibrated SVM would need on this little
-data; it trains in well under a second at start-up (no pickled model to go stale against its YAML); and
-it predicts in microseconds. Out-of-scope examples are trained as their own class, ``unknown``.
+data; it trains in well under a second; and it predicts in microseconds. Out-of-scope examples are trained
+as their own class, ``unknown``. A model is never shipped to go stale against its YAML: it is trained from
+the configuration, in the process or (``asr.nlu.training``) in a child process whose result is kept under
+its ``model_fingerprint``, so that long-running processes predict without importing scikit-learn.
 
 Keyword rules then add ``keyword_weight`` to every intent whose keywords occur in the text (literally, or
 by pinyin for Chinese keywords of two or more characters) and the scores are renormalised: a keyword can
@@ -19,20 +21,23 @@ Below ``unknown_threshold``, or when the out-of-scope class wins, the answer is 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import importlib.metadata
 import itertools
+import json
+import os
 import re
+import zipfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 from pypinyin import Style, lazy_pinyin
-from scipy import sparse
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from threadpoolctl import threadpool_limits
 
+from . import segmenter as segmenter_module
 from .config import NluConfig
 from .models import KeywordMatch
 from .segmenter import Segmenter
@@ -46,6 +51,8 @@ _CHARACTER_RUN = re.compile(f"[{HAN}]+|[a-z0-9']+")
 # and survive ASR errors best, jieba words add precision, pinyin adds recall on homophones.
 _C = 8.0
 _CHANNEL_WEIGHTS = {"words": 0.5, "chars": 1.5, "pinyin": 1.0}
+MODEL_FORMAT = 1  # of a saved IntentModel
+_TRAINING_PACKAGES = ("scikit-learn", "scipy", "numpy", "jieba", "pypinyin")
 
 
 def _mask_digits(text: str) -> str:
@@ -157,65 +164,183 @@ class Classification:
     keywords: list[KeywordMatch]
 
 
-class IntentClassifier:
-    """Trains on construction; ``classify`` is then read-only and safe from any thread."""
+def _pinyin(text: str) -> list[str]:
+    syllables = [
+        syllable
+        for run in _HAN_RUN.findall(text)
+        for syllable in lazy_pinyin(run, style=Style.NORMAL, errors="ignore")
+    ]
+    return _bigrams(syllables)
 
-    def __init__(self, config: NluConfig, segmenter: Segmenter) -> None:
-        self._segmenter = segmenter
+
+def _analysers(segmenter: Segmenter) -> dict[str, Callable[[str], list[str]]]:
+    """Each feature channel's tokens of a text, by channel name (the order of the joint feature vector)."""
+    return {
+        "words": lambda text: _bigrams(segmenter.cut(_mask_digits(text))),
+        "chars": _characters,
+        "pinyin": _pinyin,
+    }
+
+
+def _hashed(values: Iterable[object]) -> str:
+    digest = hashlib.sha256()
+    for value in values:
+        digest.update(json.dumps(value, ensure_ascii=False, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def model_fingerprint(config: NluConfig) -> str:
+    """What a trained model depends on: the training examples, the user dictionary, the hyper-parameters,
+    the feature code (this module and the segmenter's, hashed as text) and the libraries' versions. Equal
+    fingerprints give the same model."""
+    versions = {name: importlib.metadata.version(name) for name in _TRAINING_PACKAGES}
+    sources = [Path(module).read_text(encoding="utf-8") for module in (__file__, segmenter_module.__file__)]
+    return _hashed(
+        (
+            MODEL_FORMAT,
+            config.training_examples(),
+            sorted(config.lexicon.dictionary_words()),
+            _C,
+            _CHANNEL_WEIGHTS,
+            versions,
+            sources,
+        )
+    )[:24]
+
+
+@dataclass(frozen=True)
+class IntentModel:
+    """A trained model, all that prediction needs: the classes, each channel's vocabulary (token → column
+    of the joint feature vector), the idf of every column and the linear layer. Saved as one ``.npz``
+    (no pickles), so a process can use a model another process trained without importing scikit-learn
+    (~85 MB with SciPy)."""
+
+    classes: list[str]
+    vocabularies: dict[str, dict[str, int]]
+    idf: np.ndarray[Any, np.dtype[np.float64]]
+    coefficients: np.ndarray[Any, np.dtype[np.float64]]  # (features, classes)
+    intercepts: np.ndarray[Any, np.dtype[np.float64]]
+
+    def save(self, path: Path) -> None:
+        """Written whole or not at all (a temporary file renamed over ``path``)."""
+        meta = json.dumps(
+            {"format": MODEL_FORMAT, "classes": self.classes, "vocabularies": self.vocabularies},
+            ensure_ascii=False,
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with tmp.open("wb") as out:
+                np.savez(
+                    out,
+                    meta=np.array(meta),
+                    idf=self.idf,
+                    coefficients=self.coefficients,
+                    intercepts=self.intercepts,
+                )
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: Path) -> IntentModel:
+        """Raises ``OSError`` for a file that cannot be read, ``ValueError`` for one that is not a model of
+        this format."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                if meta.get("format") != MODEL_FORMAT:
+                    raise ValueError(f"model format {meta.get('format')!r}, expected {MODEL_FORMAT}")
+                model = cls(
+                    classes=[str(name) for name in meta["classes"]],
+                    vocabularies={
+                        str(channel): {str(token): int(column) for token, column in vocabulary.items()}
+                        for channel, vocabulary in meta["vocabularies"].items()
+                    },
+                    idf=np.asarray(data["idf"], dtype=np.float64),
+                    coefficients=np.ascontiguousarray(data["coefficients"], dtype=np.float64),
+                    intercepts=np.asarray(data["intercepts"], dtype=np.float64),
+                )
+        except (KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"not an intent model: {exc}") from exc
+        columns = sum(len(vocabulary) for vocabulary in model.vocabularies.values())
+        if list(model.vocabularies) != list(_CHANNEL_WEIGHTS) or model.coefficients.shape != (
+            columns,
+            len(model.classes),
+        ):
+            raise ValueError("intent model's channels or shapes do not match")
+        return model
+
+
+def train_model(config: NluConfig, segmenter: Segmenter) -> tuple[IntentModel, Any]:
+    """Fit the model on the configuration's examples (scikit-learn, imported here); also returns
+    scikit-learn's fitted vectorizers and estimator, for ``IntentClassifier.reference_probabilities``."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    texts, labels = zip(*config.training_examples(), strict=True)
+    vectorizers = {
+        name: TfidfVectorizer(analyzer=analyse, sublinear_tf=True)
+        for name, analyse in _analysers(segmenter).items()
+    }
+    features = sparse.hstack(
+        [
+            _CHANNEL_WEIGHTS[name] * vectorizer.fit_transform(texts)
+            for name, vectorizer in vectorizers.items()
+        ],
+        format="csr",
+    )
+    estimator = LogisticRegression(C=_C, max_iter=2000)
+    # One BLAS thread: on a busy 2-core machine a threaded solver runs ten times slower, not faster.
+    with threadpool_limits(limits=1):
+        estimator.fit(features, list(labels))
+    vocabularies: dict[str, dict[str, int]] = {}
+    offset = 0
+    for name, vectorizer in vectorizers.items():
+        vocabularies[name] = {
+            str(token): int(column) + offset for token, column in vectorizer.vocabulary_.items()
+        }
+        offset += len(vectorizer.vocabulary_)
+    model = IntentModel(
+        classes=[str(name) for name in estimator.classes_],
+        vocabularies=vocabularies,
+        idf=np.concatenate([vectorizer.idf_ for vectorizer in vectorizers.values()]),
+        coefficients=np.ascontiguousarray(estimator.coef_.T),
+        intercepts=estimator.intercept_,
+    )
+    return model, (vectorizers, estimator)
+
+
+class IntentClassifier:
+    """``classify`` is read-only and safe from any thread. Given no ``model``, trains one on construction
+    (well under a second, scikit-learn imported)."""
+
+    def __init__(self, config: NluConfig, segmenter: Segmenter, model: IntentModel | None = None) -> None:
         self._keyword_weight = config.settings.keyword_weight
         self._rules = KeywordRules(
             {name: intent.keywords for name, intent in config.intents.items()},
             config.settings.keyword_max_words,
         )
-        texts, labels = zip(*config.training_examples(), strict=True)
-        vectorizers = {
-            "words": TfidfVectorizer(analyzer=self._words, sublinear_tf=True),
-            "chars": TfidfVectorizer(analyzer=_characters, sublinear_tf=True),
-            "pinyin": TfidfVectorizer(analyzer=self._pinyin, sublinear_tf=True),
-        }
-        features = sparse.hstack(
-            [
-                _CHANNEL_WEIGHTS[name] * vectorizer.fit_transform(texts)
-                for name, vectorizer in vectorizers.items()
-            ],
-            format="csr",
-        )
-        model = LogisticRegression(C=_C, max_iter=2000)
-        # One BLAS thread: on a busy 2-core machine a threaded solver runs ten times slower, not faster.
-        with threadpool_limits(limits=1):
-            model.fit(features, list(labels))
-        self._classes: list[str] = [str(name) for name in model.classes_]
+        self._reference: Any = None
+        if model is None:
+            model, self._reference = train_model(config, segmenter)
         # Prediction does by hand what TfidfVectorizer.transform and predict_proba do (counts → 1 + log tf →
         # × idf → L2 norm → × channel weight → linear → softmax): for one short text sklearn's per-call input
         # checks cost several times the arithmetic. tests/nlu pins the two paths to the same numbers.
-        self._channels: list[_Channel] = []
-        offset = 0
-        for name, vectorizer in vectorizers.items():
-            vocabulary = {
-                str(token): int(column) + offset for token, column in vectorizer.vocabulary_.items()
-            }
-            self._channels.append(_Channel(vectorizer.build_analyzer(), vocabulary, _CHANNEL_WEIGHTS[name]))
-            offset += len(vectorizer.vocabulary_)
-        self._idf = np.concatenate([vectorizer.idf_ for vectorizer in vectorizers.values()])
-        self._coefficients: np.ndarray[Any, np.dtype[np.float64]] = np.ascontiguousarray(model.coef_.T)
-        self._intercepts: np.ndarray[Any, np.dtype[np.float64]] = model.intercept_
-        self._reference = (vectorizers, model)
+        analysers = _analysers(segmenter)
+        self._channels = [
+            _Channel(analysers[name], vocabulary, _CHANNEL_WEIGHTS[name])
+            for name, vocabulary in model.vocabularies.items()
+        ]
+        self._classes = list(model.classes)
+        self._idf = model.idf
+        self._coefficients = model.coefficients
+        self._intercepts = model.intercepts
 
     @property
     def classes(self) -> list[str]:
         return list(self._classes)
-
-    def _words(self, text: str) -> list[str]:
-        return _bigrams(self._segmenter.cut(_mask_digits(text)))
-
-    @staticmethod
-    def _pinyin(text: str) -> list[str]:
-        syllables = [
-            syllable
-            for run in _HAN_RUN.findall(text)
-            for syllable in lazy_pinyin(run, style=Style.NORMAL, errors="ignore")
-        ]
-        return _bigrams(syllables)
 
     def model_probabilities(self, text: str) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The model alone, without keyword rules: the probability of every class (``classes`` order)."""
@@ -237,8 +362,12 @@ class IntentClassifier:
 
     def reference_probabilities(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The same probabilities through scikit-learn's own transform and predict_proba (slower; for
-        tests that pin ``model_probabilities`` to it)."""
-        vectorizers, model = self._reference
+        tests that pin ``model_probabilities`` to it). Only for a classifier that trained its own model."""
+        if self._reference is None:
+            raise RuntimeError("the model was loaded, not trained here: no scikit-learn reference")
+        from scipy import sparse
+
+        vectorizers, estimator = self._reference
         features = sparse.hstack(
             [
                 _CHANNEL_WEIGHTS[name] * vectorizer.transform(texts)
@@ -246,7 +375,7 @@ class IntentClassifier:
             ],
             format="csr",
         )
-        return cast(np.ndarray[Any, np.dtype[np.float64]], model.predict_proba(features))
+        return cast(np.ndarray[Any, np.dtype[np.float64]], estimator.predict_proba(features))
 
     def classify(self, text: str) -> Classification:
         probabilities = self.model_probabilities(text)
