@@ -18,12 +18,15 @@ stops all of it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import fcntl
 import hashlib
+import json
 import os
 import re
 import shutil
+import sys
 import wave
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -149,20 +152,63 @@ class PromptRenderer:
 
     async def prepare(self, parts: Sequence[PromptPart], language: str) -> int:
         """Render the parts that have no placeholders (the static prompts of a flow) ahead of calls;
-        returns how many distinct prompts were rendered or found. Failures are logged, not raised."""
+        returns how many distinct prompts were rendered or found. Failures are logged, not raised.
+
+        Mandarin prompts missing from the cache are made by one child process (``python -m
+        ivr_flows.tts``) unless this process converts Mandarin already: pypinyin's dictionaries take
+        ~55 MB, which every telephony worker starting on a cold cache would otherwise keep for good."""
+        texts = list(
+            dict.fromkeys(
+                (text, text_language)
+                for part in parts
+                for text, text_language in _all_texts(part, language)
+                if not Template(text).names
+            )
+        )
+        if "pypinyin" not in sys.modules:
+            mandarin = [text for text, text_language in texts if text_language == "zh"]
+            missing = [text for text in mandarin if not await asyncio.to_thread(self._made, text, "zh")]
+            if missing:
+                await self._speak_in_child(missing, "zh")
         done = 0
-        seen: set[tuple[str, str]] = set()
-        for part in parts:
-            for text, text_language in _all_texts(part, language):
-                if Template(text).names or (text, text_language) in seen:
-                    continue
-                seen.add((text, text_language))
-                try:
-                    await self.speak(text, text_language)
-                    done += 1
-                except PromptError as exc:
-                    log.warning("ivr.prompt_failed", text=text[:80], error=str(exc))
+        for text, text_language in texts:
+            try:
+                await self.speak(text, text_language)
+                done += 1
+            except PromptError as exc:
+                log.warning("ivr.prompt_failed", text=text[:80], error=str(exc))
         return done
+
+    def _made(self, text: str, language: str) -> bool:
+        """Whether ``speak`` has a file for ``text`` without synthesising it (a recording or the cache)."""
+        key = self.key(text, language)
+        recorded = self.prompts_dir is not None and (self.prompts_dir / f"{key}.wav").is_file()
+        return recorded or (self.cache_dir / f"{key}.wav").is_file()
+
+    async def _speak_in_child(self, texts: list[str], language: str) -> None:
+        """``speak`` every text in a child process (same cache, same locks); what it could not make is
+        left for this process to try (and report)."""
+        command = [
+            *(sys.executable, "-m", "ivr_flows.tts", str(self.cache_dir), language),
+            *("--speed", str(self.speed), "--espeak", self.espeak, "--sox", self.sox),
+        ]
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            _, err = await asyncio.wait_for(
+                process.communicate(json.dumps(texts, ensure_ascii=False).encode()),
+                timeout=60 + 5 * len(texts),
+            )
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
+        if process.returncode != 0:
+            log.warning(
+                "ivr.prompt_child_failed", code=process.returncode, error=err.decode(errors="replace")[-300:]
+            )
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -308,3 +354,33 @@ def _concatenate(files: Sequence[Path], target: Path) -> None:
                 if index:
                     out.writeframes(gap)
                 out.writeframes(part.readframes(part.getnframes()))
+
+
+async def _speak_all(renderer: PromptRenderer, texts: list[str], language: str) -> int:
+    failed = 0
+    for text in texts:
+        try:
+            await renderer.speak(text, language)
+        except PromptError as exc:
+            print(f"{text[:80]}: {exc}", file=sys.stderr)
+            failed += 1
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ivr_flows.tts CACHE_DIR LANGUAGE`` with a JSON list of texts on stdin: synthesise them
+    into the cache (``PromptRenderer.prepare`` runs this); exit status 1 if any failed."""
+    parser = argparse.ArgumentParser(prog="python -m ivr_flows.tts")
+    parser.add_argument("cache_dir", type=Path)
+    parser.add_argument("language", choices=sorted(VOICES))
+    parser.add_argument("--speed", type=int, default=150)
+    parser.add_argument("--espeak", default="espeak-ng")
+    parser.add_argument("--sox", default="sox")
+    args = parser.parse_args(argv)
+    texts = [str(text) for text in json.load(sys.stdin)]
+    renderer = PromptRenderer(args.cache_dir, speed=args.speed, espeak=args.espeak, sox=args.sox)
+    return 1 if asyncio.run(_speak_all(renderer, texts, args.language)) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,10 @@ recording, joined into one file when a prompt has several parts."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import subprocess
+import sys
 import time
 import wave
 from pathlib import Path
@@ -16,6 +19,7 @@ from ivr_flows import PromptRenderer
 from ivr_flows.nodes import PromptPart
 from ivr_flows.tts import to_pinyin
 
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or shutil.which("sox") is None, reason="needs espeak-ng and sox"
 )
@@ -131,3 +135,33 @@ async def test_a_flows_static_prompts_are_rendered_ahead(tmp_path: Path) -> None
     rendered = await renderer.prepare(list(flow.prompt_parts()), flow.language)
     dynamic = sum("{" in text for text in MAIN_YAML.splitlines() if "zh:" in text or "en:" in text)
     assert rendered == wav_files(tmp_path) and rendered > 30 and dynamic > 0
+
+
+def test_a_process_that_does_not_speak_mandarin_yet_has_its_prompts_made_by_a_child(tmp_path: Path) -> None:
+    """A telephony worker starting on a cold cache: the flow's Mandarin prompts are made by one child
+    process, so the worker never loads pypinyin's dictionaries (~55 MB) for them, and they are the
+    prompts this process would have made (sox dithers: the same length and loudness, not the same bytes)."""
+    script = (
+        "import asyncio, json, sys\n"
+        "from pathlib import Path\n"
+        "from ivr_flows import PromptRenderer, parse_flow\n"
+        "flow = parse_flow(Path('ivr_flows/flows/main.yaml').read_text(encoding='utf-8'))\n"
+        "renderer = PromptRenderer(Path(sys.argv[1]))\n"
+        "rendered = asyncio.run(renderer.prepare(list(flow.prompt_parts()), flow.language))\n"
+        "print(json.dumps({'rendered': rendered, 'pypinyin': 'pypinyin' in sys.modules}))\n"
+    )
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(cache)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["pypinyin"] is False
+    assert result["rendered"] == wav_files(cache) > 30
+
+    here = PromptRenderer(tmp_path / "here")
+    text = "您好，欢迎致电汇流客服。"
+    made_by_child = cache / f"{here.key(text, 'zh')}.wav"
+    _, seconds, rms = measure(made_by_child)
+    _, expected_seconds, expected_rms = measure(asyncio.run(here.speak(text, "zh")))
+    assert seconds == expected_seconds and rms == pytest.approx(expected_rms, rel=0.01)
