@@ -10,6 +10,9 @@ Nothing slow sits in that window but the answer itself: the unionid lookup of a 
 and an answer too slow for it goes out later as a customer-service message, retried with backoff. A menu
 CLICK is answered like a message saying its EventKey (name the keys as the customer would say them:
 ``查订单``, ``我要退货``).
+
+wechatpy (~10 MB with requests and the AES code it pulls in) is imported where a callback or a send needs
+it: telephony workers and the Celery worker import this module to notify customers and most never do.
 """
 
 from __future__ import annotations
@@ -26,10 +29,6 @@ from bson import ObjectId
 from defusedxml import DefusedXmlException
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
-from wechatpy import create_reply, parse_message
-from wechatpy.crypto import WeChatCrypto
-from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
-from wechatpy.utils import check_signature
 
 from core.aio import stop_tasks
 from core.db import Database, register_indexes, utcnow
@@ -40,6 +39,8 @@ from omnichannel.channels.pipeline import IntentPipeline
 from omnichannel.channels.voice import Transcribe
 
 if TYPE_CHECKING:
+    from wechatpy.crypto import WeChatCrypto
+
     from omnichannel.channels.bot import Bot
 
 log = get_logger(__name__)
@@ -172,6 +173,8 @@ class WeChatService:
         text = await self._respond(message)
         if not text:
             return "success"
+        from wechatpy import create_reply
+
         reply: str = create_reply(text, message, render=True)
         if encrypted:
             sealed: str = self._crypto().encrypt_message(reply, query["nonce"], query["timestamp"])
@@ -207,6 +210,9 @@ class WeChatService:
     # ---------------------------------------------------------------------------------- internals
 
     def _check_signature(self, query: Mapping[str, str]) -> None:
+        from wechatpy.exceptions import InvalidSignatureException
+        from wechatpy.utils import check_signature
+
         if not self.config.token:
             raise Forbidden("WeChat is not configured (HUILIU_WECHAT_TOKEN)", code="webhook_disabled")
         signature, timestamp, nonce = (query.get(k) for k in ("signature", "timestamp", "nonce"))
@@ -220,6 +226,8 @@ class WeChatService:
             raise Forbidden("the request timestamp is outside the replay window", code="signature_expired")
 
     def _crypto(self) -> WeChatCrypto:
+        from wechatpy.crypto import WeChatCrypto
+
         if not self.config.encoding_aes_key or not self.config.app_id or not self.config.token:
             raise Invalid(
                 "safe mode needs HUILIU_WECHAT_ENCODING_AES_KEY and HUILIU_WECHAT_APP_ID",
@@ -228,6 +236,8 @@ class WeChatService:
         return WeChatCrypto(self.config.token, self.config.encoding_aes_key, self.config.app_id)
 
     def _decrypt(self, query: Mapping[str, str], body: bytes) -> str:
+        from wechatpy.exceptions import InvalidAppIdException, InvalidSignatureException
+
         msg_signature = query.get("msg_signature")
         if not msg_signature:
             raise Forbidden("msg_signature is required in safe mode", code="signature_missing")
@@ -471,6 +481,8 @@ def _parse_tree(raw: bytes | str) -> None:
 
 
 def _parse(xml: str) -> Any:
+    from wechatpy import parse_message
+
     _parse_tree(xml)
     message = parse_message(xml)
     try:
