@@ -18,6 +18,10 @@ This process
 * sweeps every second: calls of any worker (any node) whose heartbeat expired end with ``node_lost``;
 * adds a worker on SIGUSR1 and drains and removes the newest on SIGUSR2 (switched on/off in Kamailio
   with ``dispatcher.set_state``: a reload would forget the call counts), up to twice the pool size;
+* is elastic (``telephony_pool_spare_calls``, on by default): it starts a worker whenever fewer call slots
+  than that are free, and stops an extra one that has had no call for ``telephony_pool_idle_seconds``
+  (once its status shows no call after it stopped getting new ones), so an idle node runs
+  ``telephony_pool_size`` workers (~120 MB each) and a busy one as many as its calls need;
 * on SIGTERM/SIGINT stops new calls, lets workers drain (``telephony_drain_seconds``), stops Kamailio.
 With ``--no-front`` it runs only the workers (docker-compose runs Kamailio in its own container).
 """
@@ -71,6 +75,7 @@ class WorkerSlot:
     enabled: bool = False
     removing: bool = False
     restarts: list[float] = field(default_factory=list)
+    idle_since: float | None = None  # an extra worker of an elastic pool: since when it has had no call
 
     @property
     def name(self) -> str:
@@ -89,6 +94,7 @@ class TelephonyPool:
         self.kamailio: Kamailio | None = None
         self._adopting: set[asyncio.Task[None]] = set()
         self._beating: asyncio.Task[None] | None = None
+        self._resizing: asyncio.Task[None] | None = None  # the elastic pool's one add or removal at a time
         self.worker_host = (
             "127.0.0.1" if settings.telephony_sip_host in ("", "0.0.0.0") else settings.telephony_sip_host
         )
@@ -341,21 +347,61 @@ class TelephonyPool:
         self._write_dispatcher_list()  # for a Kamailio restart; the running one was told above
         log.info("telephony.worker_added", worker=slot.name, max_calls=slot.max_calls)
 
-    async def remove_worker(self) -> None:
-        """Stop giving the newest worker calls, let its calls finish, then stop it."""
+    async def remove_worker(self, *, when_idle: bool = False) -> None:
+        """Stop giving the newest worker calls, let its calls finish, then stop it. ``when_idle``: stop it
+        only once its status, written after it stopped getting calls, shows none (a call that reached it
+        just before is not cut short by the drain time)."""
         if len(self.slots) <= 1:
             return
         slot = self.slots[-1]
         slot.removing, slot.enabled = True, False
         await self._set_state(slot, "d")
+        if when_idle:
+            disabled_at = time.time()
+            while slot.process is not None and slot.process.poll() is None:
+                status = _read_status(slot.ready_file)
+                if (
+                    status is not None
+                    and status.get("beat_at", 0) > disabled_at
+                    and not _active_calls(status)
+                ):
+                    break
+                await asyncio.sleep(heartbeat_interval(self.settings) / 2)
         if slot.process is not None:
             slot.process.terminate()
             await asyncio.to_thread(_wait, slot.process, self.settings.telephony_drain_seconds + 10)
         self.slots.remove(slot)
         self._write_dispatcher_list()
-        log.info("telephony.worker_removed", worker=slot.name)
+        log.info("telephony.worker_removed", worker=slot.name, idle=when_idle)
+
+    def keep_spare(self, now: float) -> None:
+        """The elastic pool (``telephony_pool_spare_calls``): start a worker (up to twice the pool size)
+        when fewer call slots than that are free; stop the newest worker beyond the pool size once it has
+        had no call for ``telephony_pool_idle_seconds`` while the others keep enough free. Reads the
+        workers' status files; one change at a time, in the background."""
+        spare = self.settings.telephony_pool_spare_calls
+        if spare == 0 or (self._resizing is not None and not self._resizing.done()):
+            return
+        enabled = [slot for slot in self.slots if slot.enabled]
+        calls = {slot.name: _active_calls(_read_status(slot.ready_file)) for slot in enabled}
+        free = sum(slot.max_calls - calls[slot.name] for slot in enabled)
+        if free < spare:
+            if len(self.slots) < self.capacity_slots:
+                log.info("telephony.pool_growing", free_calls=free, spare_calls=spare)
+                self._resizing = asyncio.create_task(self.add_worker(), name="pool-grow")
+            return
+        newest = self.slots[-1]
+        if len(self.slots) <= self.settings.telephony_pool_size or not newest.enabled:
+            return
+        if calls[newest.name] or free - newest.max_calls < spare:
+            newest.idle_since = None
+        elif newest.idle_since is None:
+            newest.idle_since = now
+        elif now - newest.idle_since >= self.settings.telephony_pool_idle_seconds:
+            self._resizing = asyncio.create_task(self.remove_worker(when_idle=True), name="pool-shrink")
 
     async def stop(self) -> None:
+        await stop_tasks(self._resizing)  # a worker it started is in ``slots`` and stops with the rest
         # one RPC for the whole set, not one kamcmd per worker: a pool of 70 on a busy machine must stop
         # within the grace a supervisor gives it (before it is killed and its workers are orphaned)
         if any(slot.enabled for slot in self.slots):
@@ -387,6 +433,11 @@ def _read_status(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return status
+
+
+def _active_calls(status: dict[str, Any] | None) -> int:
+    """Calls a worker holds by its status (a worker that has not written one yet holds none)."""
+    return int(status["state"].get("active_calls", 0)) if status is not None else 0
 
 
 def _wait_all(processes: list[subprocess.Popen[bytes]], within: float) -> None:
@@ -430,8 +481,10 @@ async def serve(settings: Settings, *, front: bool = True) -> int:
         await _prepare()
         pool = TelephonyPool(settings, store, front=front)
         await pool.start()
+        spare = settings.telephony_pool_spare_calls
         print(
             f"telephony: {len(pool.slots)} workers, {pool.capacity} concurrent calls"
+            + (f" (elastic: up to {pool.capacity_slots} workers, {spare} calls spare)" if spare else "")
             + (
                 f", SIP front on {settings.telephony_sip_host}:{settings.telephony_sip_port}" if front else ""
             ),
@@ -486,6 +539,7 @@ async def _watch(
     last_retention = 0.0
     while not stop.is_set():
         await pool.check()
+        pool.keep_spare(time.monotonic())
         try:
             await sweeper.sweep()
             if time.monotonic() - last_retention > RETENTION_SWEEP_SECONDS:

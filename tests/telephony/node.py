@@ -281,6 +281,7 @@ def start_node(
         "HUILIU_TELEPHONY_SIP_PORT": str(sip_port),
         "HUILIU_TELEPHONY_WORKER_BASE_PORT": str(worker_base),
         "HUILIU_TELEPHONY_POOL_SIZE": str(pool_size),
+        "HUILIU_TELEPHONY_POOL_SPARE_CALLS": "0",  # a fixed pool: tests count its workers
         "HUILIU_TELEPHONY_RTP_PORT_MIN": str(rtp_min),
         "HUILIU_TELEPHONY_RTP_PORT_MAX": str(rtp_min + 999),
         "HUILIU_TELEPHONY_HEARTBEAT_SECONDS": "0.5",

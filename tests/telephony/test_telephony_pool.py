@@ -63,6 +63,46 @@ def test_the_pool_grows_and_shrinks_without_dropping_a_call(small_node: Node) ->
     assert len(ended) == 7 and {call["cause"] for call in ended} == {"normal"}
 
 
+def test_an_elastic_pool_starts_a_worker_before_it_is_full_and_stops_it_once_idle(
+    mongo_server: EmbeddedServer, redis_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """What ``huiliu run`` does by default: one worker while nobody calls, another as soon as fewer than two
+    call slots are free, and back to one when the extra worker has been idle a while; no call is lost."""
+    missing = sip_tools_missing()
+    if missing:
+        pytest.skip(missing)
+    node = start_node(
+        tmp_path,
+        mongo_server,
+        redis_server,
+        pool_size=1,
+        telephony_pool_spare_calls="2",
+        telephony_pool_idle_seconds="2",
+        telephony_drain_seconds="30",
+    )
+    try:
+        [first] = live_workers(node)
+        caller = "139" + str(uuid.uuid4().int)[:8]
+        early = node.start_sipp("ivr_dtmf.xml", caller=caller, calls=3, rate=10, pause_ms=8000, digit="4")
+        # three calls on a worker of four leave one slot free: the pool starts a second worker
+        node.wait_for(lambda: len(live_workers(node)) == 2, within=30, what="a second worker")
+        second = next(name for name in live_workers(node) if name != first)
+        late = node.start_sipp("ivr_dtmf.xml", caller=caller, calls=3, rate=10, pause_ms=3000, digit="5")
+        node.wait_for(
+            lambda: any(str(call["worker_id"]).split(":")[1] == second for call in active_calls(node)),
+            within=15,
+            what="a call on the second worker",
+        )
+
+        for run in (early.finish(60), late.finish(60)):
+            assert (run.successful, run.failed) == (3, 0), run.output[-2000:] + run.errors
+        node.wait_for(lambda: list(live_workers(node)) == [first], within=30, what="the idle worker to stop")
+        ended = list(node.mongo().calls.find({"caller": "+86" + caller}))
+        assert len(ended) == 6 and {call["cause"] for call in ended} == {"normal"}
+    finally:
+        stop_node(node)
+
+
 def test_an_invite_flood_is_refused_quickly_and_leaves_the_node_working(small_node: Node) -> None:
     node = small_node
     pids = live_workers(node)
