@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-from pypinyin import Style, lazy_pinyin
 
+from . import pinyin
 from . import segmenter as segmenter_module
 from .config import NluConfig
 from .models import KeywordMatch
@@ -92,7 +92,7 @@ def _syllables(text: str) -> _Syllables:
     positions: list[int] = []
     length = 1
     for run in _HAN_RUN.finditer(text):
-        for index, syllable in enumerate(lazy_pinyin(run.group(), style=Style.NORMAL, errors="ignore")):
+        for index, syllable in enumerate(pinyin.syllables(run.group())):
             offsets.append(length)
             positions.append(run.start() + index)
             parts.append(f"{syllable} ")
@@ -121,7 +121,7 @@ class KeywordRules:
                 )
                 self._literal.append((intent, word, pattern))
                 if not latin and _HAN_RUN.fullmatch(word) and len(word) >= 2:
-                    syllables = lazy_pinyin(word, style=Style.NORMAL, errors="ignore")
+                    syllables = pinyin.syllables(word)
                     self._by_sound.append((intent, word, f" {' '.join(syllables)} "))
 
     def match(self, text: str) -> list[KeywordMatch]:
@@ -165,11 +165,7 @@ class Classification:
 
 
 def _pinyin(text: str) -> list[str]:
-    syllables = [
-        syllable
-        for run in _HAN_RUN.findall(text)
-        for syllable in lazy_pinyin(run, style=Style.NORMAL, errors="ignore")
-    ]
+    syllables = [syllable for run in _HAN_RUN.findall(text) for syllable in pinyin.syllables(run)]
     return _bigrams(syllables)
 
 
@@ -194,7 +190,8 @@ def model_fingerprint(config: NluConfig) -> str:
     the feature code (this module and the segmenter's, hashed as text) and the libraries' versions. Equal
     fingerprints give the same model."""
     versions = {name: importlib.metadata.version(name) for name in _TRAINING_PACKAGES}
-    sources = [Path(module).read_text(encoding="utf-8") for module in (__file__, segmenter_module.__file__)]
+    modules = (__file__, segmenter_module.__file__, pinyin.__file__)
+    sources = [Path(module).read_text(encoding="utf-8") for module in modules]
     return _hashed(
         (
             MODEL_FORMAT,

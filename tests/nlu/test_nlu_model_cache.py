@@ -48,13 +48,14 @@ def test_an_analyzer_on_a_cached_model_answers_exactly_as_one_that_trained_itsel
             assert candidate.analyze(text) == analyzer.analyze(text)
 
 
-def test_the_default_analyzer_never_imports_scikit_learn(tmp_path: Path) -> None:
-    """What the cache is for: the web process and the workers keep ~85 MB less (scikit-learn, SciPy)."""
+def test_the_default_analyzer_imports_neither_scikit_learn_nor_pypinyin(tmp_path: Path) -> None:
+    """What the cache is for: the web process and the workers keep ~85 MB less (scikit-learn, SciPy); and
+    the sound features read pypinyin's character table without its phrases (~50 MB less)."""
     script = (
         "import json, sys\n"
         "from asr.nlu import default_analyzer\n"
         "analysis = default_analyzer().analyze('我要退货，订单号 12345')\n"
-        "heavy = sorted(m for m in ('sklearn', 'scipy') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('sklearn', 'scipy', 'pypinyin') if m in sys.modules)\n"
         "print(json.dumps({'intent': analysis.intent, 'heavy': heavy}))\n"
     )
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
