@@ -20,9 +20,11 @@ reads, per process:
 Compare runs by RSS: a library's pages are shared with every other process that maps the same file, other
 Python processes of the same ``.venv`` on the machine included, so PSS and USS move with what else runs.
 
-It measures twice: on the first start (empty data directory: the telephony workers render the IVR's
-prompts, which loads pypinyin into them) and after a restart on the same directory (prompts cached), which
-is what ``make run`` users see from the second time on. The target is DESIGN.md's "platform idle memory
+It measures twice: on the first start (empty data directory: the IVR's prompts are rendered, by a child
+process of the telephony worker; the NLU model is trained by a child of the web process unless
+``~/.cache/huiliu/nlu`` has it) and after a restart on the same directory (prompts cached), which is what
+``make run`` users see from the second time on. The telephony pool is elastic: idle, it runs
+``HUILIU_TELEPHONY_POOL_SIZE`` workers (``--pool``). The target is DESIGN.md's "platform idle memory
 without ASR models ≤ 400 MB RSS"; the summed RSS counts shared pages several times (Kamailio's children
 share most of theirs), so the PSS total is printed beside it. With ``--imports``, each kind of Python
 process's imports are replayed in a fresh interpreter: the RSS before and after, and what each third-party
@@ -83,9 +85,10 @@ ENTRIES = {
     "web": "import core.app",
     "web, NLU warm-up": "import core.app; from asr.nlu import default_analyzer; default_analyzer()",
     "celery worker (+ beat)": "import core.worker, core.tasks, tickets.tasks, omnichannel.channels.tasks",
-    "telephony pool": "import telephony.pool, core.app",
+    "telephony pool": "import core.cli, telephony.cli, telephony.pool",
     "pjsua2 worker": WORKER,
-    "pjsua2 worker, prompts rendered": WORKER + "; from ivr_flows.tts import to_pinyin; to_pinyin('您好')",
+    "pjsua2 worker, after a Mandarin prompt with a variable": WORKER
+    + "; from ivr_flows.tts import to_pinyin; to_pinyin('您好')",
     "embedded mongodb": "import core.mongod, secantus.server",
     "supervisor": "import core.cli, core.supervisor; core.cli.build_parser(['run'])",
 }
