@@ -3,9 +3,12 @@
 agent chat replies (``message.sent`` on the conversation, see ``chat.py``), the wallboard's metrics and alerts
 (``wallboard.py``, reading ``bot_outcomes``), and the pages ``/desktop`` and ``/wallboard`` (core/web).
 
-desktop = Desktop.create(db, omni, tickets, users, sockets)   # sockets: DesktopSockets (the notifier)
+desktop = Desktop.create(db, omni, tickets, users, sockets)   # sockets: agent_desktop.socket.DesktopSockets
 await desktop.acd.start()                                     # routing loop (every web node runs one)
 await desktop.gateway.enqueue(queue_request)                  # the IVR's ivr_flows.QueueGateway
+
+The Socket.IO side (``agent_desktop.socket``) is imported by the web process alone: telephony workers and the
+Celery worker, which enqueue calls and route contacts, do not load python-socketio.
 """
 
 from agent_desktop.acd import Acd, AcdQueueGateway, DesktopNotifier, RecordingNotifier
@@ -28,14 +31,11 @@ from agent_desktop.models import (
     WrapUp,
 )
 from agent_desktop.service import DESKTOP, Desktop
-from agent_desktop.socket import AGENT_NS, SUPERVISOR_NS, DesktopSockets
 from agent_desktop.wallboard import WallboardService
 
 __all__ = [
-    "AGENT_NS",
     "DESKTOP",
     "REPLY_KIND",
-    "SUPERVISOR_NS",
     "Acd",
     "AcdQueueGateway",
     "Agent",
@@ -47,7 +47,6 @@ __all__ = [
     "ContactStatus",
     "Desktop",
     "DesktopNotifier",
-    "DesktopSockets",
     "NewContact",
     "Overflow",
     "QueueConfig",

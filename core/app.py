@@ -10,11 +10,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from agent_desktop import DESKTOP, ContactKind, Desktop, DesktopSockets
+from agent_desktop import DESKTOP, ContactKind, Desktop
 from agent_desktop.http import api as agent_desktop_api
 from agent_desktop.models import LIVE_CONTACT_STATUSES
 from agent_desktop.outbound import OutboundCalls
-from agent_desktop.socket import agent_room
+from agent_desktop.socket import DesktopSockets, agent_room
 from agent_desktop.softphone import Softphone, agents_own_their_calls, call_access, use_host_addresses
 from core.aio import stop_tasks
 from core.api import MAX_BODY_BYTES, TOKEN_RESOLVER

@@ -1,6 +1,6 @@
 """Agents' replies (``message.sent`` on a conversation, written by ``agent_desktop/chat.py``) delivered on the
 customer's channel: WeChat (customer-service message), SMS, email. Web chat delivers from the bus itself
-(``webchat.VisitorSockets``).
+(``webchat_sockets.VisitorSockets``).
 
 The agent's ``message.sent`` is the one timeline fact of a reply: the channels send it without writing a
 second message event (an SMS is linked to it by ``timeline_event_id``; email is sent with ``record=False``).

@@ -25,11 +25,11 @@ from omnichannel.channels.kb import KbArticle, KbArticlePatch, KbHit, NewKbArtic
 from omnichannel.channels.webchat import (
     Attachment,
     VisitorSession,
-    VisitorSockets,
     WebChatService,
     allowed_origins,
     attachment_headers,
 )
+from omnichannel.channels.webchat_sockets import VisitorSockets
 from omnichannel.channels.wiring import CHANNELS
 
 api = Api("webchat")
