@@ -94,7 +94,7 @@ class Supervisor:
             lines.append(f"  Call (SIP) 拨打    sip:{self.settings.telephony_demo_number}@{sip}")
         if self.settings.demo:
             lines.append("  Demo logins 演示账号:")
-            lines += [f"    {user.role.value:<11} {user.username} / {user.password}" for user in DEMO_USERS]
+            lines += [f"    {user.role:<11} {user.username} / {user.password}" for user in DEMO_USERS]
         lines.append("Press Ctrl-C to stop / 按 Ctrl-C 停止")
         return "\n".join(lines)
 
