@@ -57,6 +57,7 @@ log = get_logger(__name__)
 
 RESTARTS_PER_MINUTE = 5
 SWEEP_SECONDS = 1.0
+GROW_RETRY_SECONDS = 30.0
 RETENTION_SWEEP_SECONDS = 600.0
 # RTP and RTCP take two ports per call; leave room for pjsua's port retries
 MIN_RTP_PORTS_PER_WORKER = 16
@@ -95,6 +96,7 @@ class TelephonyPool:
         self._adopting: set[asyncio.Task[None]] = set()
         self._beating: asyncio.Task[None] | None = None
         self._resizing: asyncio.Task[None] | None = None  # the elastic pool's one add or removal at a time
+        self._grow_after = 0.0  # after a worker failed to start, the elastic pool waits before another
         self.worker_host = (
             "127.0.0.1" if settings.telephony_sip_host in ("", "0.0.0.0") else settings.telephony_sip_host
         )
@@ -340,7 +342,8 @@ class TelephonyPool:
         self._spawn(slot)
         if await self._wait_ready([slot], 60, attempts=3):
             self.slots.remove(slot)
-            log.error("telephony.worker_add_failed", worker=slot.name)
+            self._grow_after = time.monotonic() + GROW_RETRY_SECONDS
+            log.error("telephony.worker_add_failed", worker=slot.name, retry_in=GROW_RETRY_SECONDS)
             return
         slot.enabled = True
         await self._set_state(slot, "a")
@@ -386,7 +389,7 @@ class TelephonyPool:
         calls = {slot.name: _active_calls(_read_status(slot.ready_file)) for slot in enabled}
         free = sum(slot.max_calls - calls[slot.name] for slot in enabled)
         if free < spare:
-            if len(self.slots) < self.capacity_slots:
+            if len(self.slots) < self.capacity_slots and now >= self._grow_after:
                 log.info("telephony.pool_growing", free_calls=free, spare_calls=spare)
                 self._resizing = asyncio.create_task(self.add_worker(), name="pool-grow")
             return

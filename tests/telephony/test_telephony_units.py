@@ -199,3 +199,64 @@ def test_the_pool_beats_for_running_workers_with_a_fresh_status_only(tmp_path: P
     beat_at = json.loads(pool.slots[0].ready_file.read_text())["beat_at"]
     # the node timeout plus one beat from when the worker wrote (the file may be a beat old when read)
     assert expires_at.timestamp() == pytest.approx(beat_at + 5.0 + 2.0)
+
+
+async def test_an_elastic_pool_grows_before_it_is_full_and_shrinks_only_an_idle_extra_worker(
+    tmp_path: Path,
+) -> None:
+    """The decisions behind ``telephony_pool_spare_calls``, from the workers' status files: grow when fewer
+    slots than that are free (not again at once after a worker failed to start), never retire a worker of
+    the pool's own size, and retire an extra one only after it has been idle long enough while the rest
+    keep the spare."""
+    from core.settings import Settings
+    from telephony.pool import GROW_RETRY_SECONDS, TelephonyPool
+    from telephony.worker import write_status
+
+    settings = Settings(
+        data_dir=tmp_path, telephony_pool_size=1, telephony_pool_spare_calls=2, telephony_pool_idle_seconds=10
+    )
+    pool = TelephonyPool(settings, store=None, front=False)  # type: ignore[arg-type]
+    pool.run_dir.mkdir(parents=True)
+    decided: list[str] = []
+
+    async def add_worker() -> None:
+        decided.append("grow")
+
+    async def remove_worker(*, when_idle: bool = False) -> None:
+        decided.append(f"shrink (when idle: {when_idle})")
+
+    pool.add_worker = add_worker  # type: ignore[method-assign]
+    pool.remove_worker = remove_worker  # type: ignore[method-assign]
+
+    def workers(*calls: int) -> None:
+        pool.slots = [pool._new_slot(index) for index in range(len(calls))]
+        for slot, active in zip(pool.slots, calls, strict=True):
+            slot.worker_id, slot.max_calls, slot.enabled = f"{slot.name}-id", 4, True
+            state = {"name": slot.name, "max_calls": 4, "sip_port": slot.sip_port, "active_calls": active}
+            write_status(slot.ready_file, slot.worker_id, state)
+
+    async def decide(now: float) -> list[str]:
+        decided.clear()
+        pool.keep_spare(now)
+        if pool._resizing is not None:
+            await pool._resizing
+            pool._resizing = None
+        return list(decided)
+
+    workers(2)
+    assert await decide(100.0) == []  # two of four free: enough
+    workers(3)
+    assert await decide(101.0) == ["grow"]
+    pool._grow_after = 101.0 + GROW_RETRY_SECONDS  # as after a worker that did not start
+    assert await decide(102.0) == []
+    assert await decide(101.0 + GROW_RETRY_SECONDS) == ["grow"]
+
+    workers(3, 1)  # the extra worker has a call
+    assert await decide(200.0) == [] and await decide(300.0) == []
+    workers(1, 0)  # idle now: retired once idle for 10 s
+    assert await decide(400.0) == [] and await decide(405.0) == []
+    assert await decide(410.0) == ["shrink (when idle: True)"]
+    workers(3, 0)  # without it only one slot would be free: it stays
+    assert await decide(500.0) == [] and await decide(600.0) == []
+    workers(0)  # the pool's own worker is never retired
+    assert await decide(700.0) == [] and await decide(800.0) == []
