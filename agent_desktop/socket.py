@@ -52,6 +52,7 @@ from agent_desktop.models import (
     WrapUp,
 )
 from agent_desktop.wallboard import CHANGE_SKEW
+from core.aio import stop_tasks
 from core.auth import Role, User
 from core.db import utcnow
 from core.errors import Forbidden, HuiliuError, NotFound
@@ -216,19 +217,10 @@ class DesktopSockets:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
-        for task in list(self._ending):
-            task.cancel()
-        if self._board_task is not None:
-            self._board_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._board_task
-            self._board_task = None
         manager = self.sio.manager
-        listener = getattr(manager, "thread", None)
-        if listener is not None:
-            listener.cancel()
-            with contextlib.suppress(BaseException):
-                await listener
+        # the sessions being ended, the wallboard publisher and python-socketio's Redis listener
+        await stop_tasks(*self._ending, self._board_task, getattr(manager, "thread", None))
+        self._board_task = None
         redis = getattr(manager, "redis", None)
         if redis is not None:
             await redis.aclose()

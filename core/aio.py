@@ -33,3 +33,6 @@ async def stop_tasks(*tasks: asyncio.Future[Any] | None, within: float = STOP_SE
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=min(0.5, left))
+    for ended in tasks:
+        if ended is not None and ended.done() and not ended.cancelled():
+            ended.exception()  # retrieved: a task that had failed is not reported again when collected

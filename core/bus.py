@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.aio import stop_tasks
 from core.db import Database, utcnow
 from core.jsonutil import dumps
 from core.log import get_logger
@@ -129,11 +130,8 @@ class EventBus:
             self._listener = asyncio.create_task(self._listen(), name="event-bus-listener")
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await stop_tasks(self._listener)
+        self._listener = None
 
     async def _listen(self) -> None:
         delay = 0.2

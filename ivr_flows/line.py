@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiohttp
 from redis.exceptions import RedisError
 
+from core.aio import stop_tasks
 from core.bus import CHANNEL_PREFIX
 from core.errors import Conflict
 from core.log import get_logger
@@ -179,9 +180,7 @@ class FlowLine:
     async def stop(self) -> None:
         if self.registry is not None:
             await self.registry.stop()
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await stop_tasks(*self._background)
         if self._http is not None:
             await self._http.close()
         if self.recognizer is not None:
@@ -215,9 +214,7 @@ class FlowLine:
                 await call.hung_up.wait()  # an agent has the caller: the call ends when one of them leaves
         finally:
             if transcribing is not None:
-                transcribing.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await transcribing
+                await stop_tasks(transcribing)
 
     async def _loaded(self, revision: Revision) -> None:
         await self._ensure_queues(revision)

@@ -42,6 +42,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from core.aio import stop_tasks
 from core.bus import EventBus, connect_redis
 from core.db import Database, utcnow
 from core.log import configure_logging, get_logger
@@ -462,11 +463,7 @@ class TelephonyWorker:
     async def _carry_agent_audio(self, call_id: str, leg: PjsuaCall | None) -> None:
         """Switch the agent audio of customer call ``call_id`` to ``leg`` (None: stop it), if a web
         softphone asked for it."""
-        task = self._relays.pop(call_id, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._relays.pop(call_id, None))
         if leg is not None and call_id in self._media_wanted and self.redis is not None:
             self._start_relay(call_id, leg)
 
@@ -490,11 +487,7 @@ class TelephonyWorker:
 
     async def stop(self) -> None:
         await self.consultations.close()
-        for task in self._background:
-            task.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        await stop_tasks(*self._background, *self._tasks)
         await self.ledger.flush(5.0)
         await self.engine.stop()
         if self.options.status_file is not None:  # the pool must not beat for this worker again

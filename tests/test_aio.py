@@ -50,3 +50,25 @@ async def test_a_task_that_never_stops_is_left_after_the_deadline_instead_of_han
     give_up = True
     await stop_tasks(task)
     assert task.cancelled()
+
+
+async def test_a_task_that_had_already_failed_is_stopped_without_a_never_retrieved_report() -> None:
+    """A relay that died of its own error before the call ended: stopping it is quiet, not a "Task exception
+    was never retrieved" in the log when it is collected."""
+    import gc
+
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    async def relay() -> None:
+        raise ConnectionError("the stream closed")
+
+    failed = asyncio.create_task(relay())
+    running = asyncio.create_task(asyncio.sleep(30))
+    await asyncio.sleep(0.01)
+    await stop_tasks(failed, running, None)
+    assert failed.done() and running.cancelled()
+    del failed, running
+    gc.collect()
+    assert reported == []
