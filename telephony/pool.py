@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import os
 import signal
 import subprocess
@@ -39,7 +38,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from core.aio import stop_tasks
 from core.bus import EventBus, connect_redis
@@ -50,6 +48,7 @@ from core.settings import Settings
 from omnichannel import Omnichannel
 from telephony.kamailio import Destination, Kamailio, dispatcher_list
 from telephony.ledger import CallLedger
+from telephony.status import read_status
 from telephony.store import Document, TelephonyStore, heartbeat_interval
 from telephony.sweeper import CallSweeper
 
@@ -169,10 +168,10 @@ class TelephonyPool:
         tries = dict.fromkeys((slot.index for slot in slots), 1)
         while waiting:
             for slot in list(waiting):
-                status = _read_status(slot.ready_file)
+                status = read_status(slot.ready_file)
                 if status is not None:
-                    slot.worker_id = str(status["worker_id"])
-                    slot.max_calls = int(status["max_calls"])
+                    slot.worker_id = status.worker_id
+                    slot.max_calls = status.max_calls
                     waiting.remove(slot)
                 elif slot.process is not None and slot.process.poll() is not None:
                     log.warning(
@@ -259,17 +258,13 @@ class TelephonyPool:
         for slot in self.slots:
             if slot.worker_id is None or slot.process is None or slot.process.poll() is not None:
                 continue
-            status = _read_status(slot.ready_file)
-            if status is None or status["worker_id"] != slot.worker_id:
+            status = read_status(slot.ready_file)
+            if status is None or status.worker_id != slot.worker_id:
                 continue
-            beat_at = float(status.get("beat_at") or 0.0)
-            if now - beat_at > timeout:
+            if now - status.beat_at > timeout:
                 continue  # hung: its heartbeat runs out and the sweeper ends its calls
-            fields = {
-                name: dt.datetime.fromisoformat(value) if name in _TIMES and value else value
-                for name, value in status.get("state", {}).items()
-            }
-            beats.append((slot.worker_id, fields, dt.datetime.fromtimestamp(beat_at + lasts, dt.UTC)))
+            expires_at = dt.datetime.fromtimestamp(status.beat_at + lasts, dt.UTC)
+            beats.append((slot.worker_id, status.state, expires_at))
         return beats
 
     async def beat(self) -> None:
@@ -362,12 +357,8 @@ class TelephonyPool:
         if when_idle:
             disabled_at = time.time()
             while slot.process is not None and slot.process.poll() is None:
-                status = _read_status(slot.ready_file)
-                if (
-                    status is not None
-                    and status.get("beat_at", 0) > disabled_at
-                    and not _active_calls(status)
-                ):
+                status = read_status(slot.ready_file)
+                if status is not None and status.beat_at > disabled_at and not status.active_calls:
                     break
                 await asyncio.sleep(heartbeat_interval(self.settings) / 2)
         if slot.process is not None:
@@ -386,7 +377,7 @@ class TelephonyPool:
         if spare == 0 or (self._resizing is not None and not self._resizing.done()):
             return
         enabled = [slot for slot in self.slots if slot.enabled]
-        calls = {slot.name: _active_calls(_read_status(slot.ready_file)) for slot in enabled}
+        calls = {slot.name: _active_calls(slot) for slot in enabled}
         free = sum(slot.max_calls - calls[slot.name] for slot in enabled)
         if free < spare:
             if len(self.slots) < self.capacity_slots and now >= self._grow_after:
@@ -426,21 +417,10 @@ class TelephonyPool:
             await asyncio.to_thread(self.kamailio.stop)
 
 
-_TIMES = ("started_at", "last_seen")
-
-
-def _read_status(path: Path) -> dict[str, Any] | None:
-    """A worker's status file (see ``telephony.worker.write_status``); None until it is first written."""
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return status
-
-
-def _active_calls(status: dict[str, Any] | None) -> int:
-    """Calls a worker holds by its status (a worker that has not written one yet holds none)."""
-    return int(status["state"].get("active_calls", 0)) if status is not None else 0
+def _active_calls(slot: WorkerSlot) -> int:
+    """The calls a worker holds, by its status (none before it first wrote one)."""
+    status = read_status(slot.ready_file)
+    return status.active_calls if status is not None else 0
 
 
 def _wait_all(processes: list[subprocess.Popen[bytes]], within: float) -> None:

@@ -66,6 +66,7 @@ from telephony.pjsua_thread import (
 )
 from telephony.routing import ManagedRouter, RouterServices, load_router
 from telephony.sip import ANONYMOUS_USERS, display_number, invite_parties, uri_user
+from telephony.status import write_status
 from telephony.store import TelephonyStore, heartbeat_interval
 
 log = get_logger(__name__)
@@ -611,25 +612,6 @@ def _stop_within(seconds: float) -> None:
     watchdog = threading.Timer(seconds, give_up)
     watchdog.daemon = True
     watchdog.start()
-
-
-def write_status(path: Path, worker_id: str, state: dict[str, Any]) -> None:
-    """The worker's status file, replaced whole (the pool never reads half of one): its id, call cap and
-    SIP port (the pool waits for the first one to know the worker is ready), its heartbeat fields and
-    when it wrote them."""
-    status = {
-        "worker_id": worker_id,
-        "max_calls": state["max_calls"],
-        "sip_port": state["sip_port"],
-        "state": {
-            name: value.isoformat() if isinstance(value, dt.datetime) else value
-            for name, value in state.items()
-        },
-        "beat_at": time.time(),
-    }
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(status))
-    os.replace(scratch, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -163,7 +163,7 @@ def test_the_pool_beats_for_running_workers_with_a_fresh_status_only(tmp_path: P
 
     from core.settings import Settings
     from telephony.pool import TelephonyPool
-    from telephony.worker import write_status
+    from telephony.status import write_status
 
     settings = Settings(
         data_dir=tmp_path,
@@ -210,7 +210,7 @@ async def test_an_elastic_pool_grows_before_it_is_full_and_shrinks_only_an_idle_
     keep the spare."""
     from core.settings import Settings
     from telephony.pool import GROW_RETRY_SECONDS, TelephonyPool
-    from telephony.worker import write_status
+    from telephony.status import write_status
 
     settings = Settings(
         data_dir=tmp_path, telephony_pool_size=1, telephony_pool_spare_calls=2, telephony_pool_idle_seconds=10
