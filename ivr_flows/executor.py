@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
+from core.aio import stop_tasks
 from core.bus import EventBus
 from core.log import get_logger
 from ivr_flows.events import CallEvent, CallEventSink
@@ -85,6 +86,8 @@ POSITION_TIMEOUT_SECONDS = 2.0  # also for reading the caller's recent contacts
 # how long queueing waits for the call's customer and conversation from the call's first write (after
 # that the queue finds them itself)
 RECORDED_WAIT_SECONDS = 1.0
+# What a call.queued event tells the timeline: the routing ids and the VIP flag are for the ACD alone.
+QUEUED_EVENT_FIELDS = {"queue", "skills", "priority", "max_wait", "context"}
 _LEADING_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HANDED_OVER = ("queued", "transferred")  # outcomes after which the call is someone else's to end
 MASK = "••••"
@@ -612,9 +615,7 @@ class _Session:
         # the event belongs to this node's step, which is recorded when the wait is over
         self._emit(
             "call.queued",
-            request.model_dump(
-                mode="json", exclude={"call_id", "caller", "customer_id", "conversation_id", "vip"}
-            ),
+            request.model_dump(mode="json", include=QUEUED_EVENT_FIELDS),
             self.steps + 1,
         )
         given = {"queue": node.queue, "skills": request.skills, "priority": priority}
@@ -627,11 +628,7 @@ class _Session:
         except TimeoutError:
             outcome = "timeout"
         finally:
-            if hold is not None:
-                hold.cancel()
-                # hold music that failed must not change what the queue decided
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await hold
+            await stop_tasks(hold)  # hold music that failed must not change what the queue decided
             if outcome != "connected":
                 await self._withdraw(outcome)
         if outcome == "connected":
