@@ -175,7 +175,7 @@ def test_caller_barging_in_with_1_and_keying_an_order_number_waits_in_the_after_
     [queued] = [event for event in events if event["kind"] == "call.queued"]
     assert queued["body"]["queue"] == "after_sales" and queued["body"]["skills"] == ["after_sales"]
     # what the timeline is told; the ACD's routing ids stay out of it
-    assert set(queued["body"]) == {"queue", "skills", "priority", "max_wait", "context"}
+    assert set(queued["body"]) == {"call_id", "queue", "skills", "priority", "max_wait", "context"}
     kinds = [event["kind"] for event in events]
     assert kinds[:3] == ["call.started", "call.answered", "ivr.step"]
     assert kinds.index("call.queued") < kinds.index("call.ended")
