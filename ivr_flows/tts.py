@@ -195,16 +195,8 @@ class PromptRenderer:
         process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
-        try:
-            _, err = await asyncio.wait_for(
-                process.communicate(json.dumps(texts, ensure_ascii=False).encode()),
-                timeout=60 + 5 * len(texts),
-            )
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            raise
+        stdin = json.dumps(texts, ensure_ascii=False).encode()
+        _, err = await _communicate(process, stdin, within=60 + 5 * len(texts))
         if process.returncode != 0:
             log.warning(
                 "ivr.prompt_child_failed", code=process.returncode, error=err.decode(errors="replace")[-300:]
@@ -285,18 +277,26 @@ class PromptRenderer:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(stdin), timeout=30)
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            raise
+        out, err = await _communicate(process, stdin, within=30)
         if process.returncode != 0:
             raise PromptError(
                 f"{command[0]} failed ({process.returncode}): {err.decode(errors='replace')[:300]}"
             )
         return out
+
+
+async def _communicate(
+    process: asyncio.subprocess.Process, stdin: bytes | None, within: float
+) -> tuple[bytes, bytes]:
+    """``process``'s stdout and stderr; a process that outlives ``within`` seconds (or a cancelled caller) is
+    killed, not left running."""
+    try:
+        return await asyncio.wait_for(process.communicate(stdin), within)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
 
 
 async def _lock_exclusively(path: Path) -> int:
