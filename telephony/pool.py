@@ -465,8 +465,9 @@ async def serve(settings: Settings, *, front: bool = True) -> int:
         pool = TelephonyPool(settings, store, front=front)
         await pool.start()
         spare = settings.telephony_pool_spare_calls
+        workers = f"{len(pool.slots)} worker{'' if len(pool.slots) == 1 else 's'}"
         print(
-            f"telephony: {len(pool.slots)} workers, {pool.capacity} concurrent calls"
+            f"telephony: {workers}, {pool.capacity} concurrent calls"
             + (f" (elastic: up to {pool.capacity_slots} workers, {spare} calls spare)" if spare else "")
             + (
                 f", SIP front on {settings.telephony_sip_host}:{settings.telephony_sip_port}" if front else ""
