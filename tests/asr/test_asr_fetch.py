@@ -11,6 +11,7 @@ import errno
 import hashlib
 import http.server
 import io
+import logging
 import os
 import threading
 import zipfile
@@ -52,6 +53,17 @@ class Served:
     status: int = 200
     declared_length: int | None = None  # a Content-Length larger than the body: a truncated download
     requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """``huiliu`` run in-process configures logging onto this test's captured stderr, which pytest closes
+    after the test: later tests' log records would fail ("--- Logging error ---"). Put logging back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
