@@ -148,8 +148,10 @@ class Node:
         scenario_file = self.workdir / f"{run_id}-{scenario}"
         scenario_file.write_text(text)
         error_file = self.workdir / f"{run_id}-errors.log"
-        media_port = free_udp_tcp_port(4)
-        media_port -= media_port % 2
+        # sipp's RTP and RTCP for audio and video: four ports from an even one, inside the block found free
+        # (rounding down could take the port below the block: once the node's own SIP port)
+        media_port = free_udp_tcp_port(5)
+        media_port += media_port % 2
         args = [
             "sipp",
             "-sf", str(scenario_file),
