@@ -167,8 +167,9 @@ os._exit(0)
 EOF
 
 USER huiliu
-# The intent model, trained once into the image (~/.cache/huiliu/nlu, see asr.nlu.training): every process
-# that analyses text then loads it without importing scikit-learn, and no container trains it at start.
+# The intent model and jieba's compact dictionary, made once into the image (~/.cache/huiliu/nlu, see
+# asr.nlu.training and asr.nlu.dictionary): every process that analyses text then loads them without
+# importing scikit-learn, and no container trains or builds them at start.
 RUN python -c "from asr.nlu import default_analyzer; default_analyzer()"
 # 5060: the telephony node's Kamailio (in front of its workers on 5070, 5071, …)
 EXPOSE 8080 5060/udp 5060/tcp 5070/udp 5070/tcp

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from core.aio import stop_tasks
 from core.bus import EventBus, connect_redis
+from core.child import failure_line
 from core.db import Database, utcnow
 from core.embedded import spawn
 from core.log import get_logger
@@ -505,10 +506,10 @@ async def _prepare(attempts: int = 20) -> None:
         output, _ = await process.communicate()
         if process.returncode == 0:
             return
-        error = output.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {process.returncode}"]
+        error = failure_line(output, process.returncode)
         if attempt == attempts - 1:
-            raise RuntimeError(f"MongoDB is not usable: {error[0]}")
-        log.warning("telephony.database_not_ready", error=error[0])
+            raise RuntimeError(f"MongoDB is not usable: {error}")
+        log.warning("telephony.database_not_ready", error=error)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5)
 

@@ -20,6 +20,7 @@ from typing import get_args
 
 from core.errors import Invalid
 
+from .cache import default_cache_dir
 from .classifier import IntentClassifier
 from .config import DEFAULT_CONFIG_DIR, NluConfig, load_config
 from .entities import EntityExtractor
@@ -36,7 +37,7 @@ from .models import (
 from .priority import PriorityRules
 from .segmenter import shared_segmenter
 from .text import detect_language, has_words, normalise
-from .training import cached_model, default_cache_dir
+from .training import cached_model
 
 UNKNOWN_LABEL = Label(zh="未识别", en="Unknown")
 TOP_ALTERNATIVES = 3
@@ -199,7 +200,7 @@ _default_lock = threading.Lock()
 
 def default_analyzer() -> Analyzer:
     """The process-wide analyzer for the packaged configuration, built on first call (thread-safe), its
-    model cached in ``asr.nlu.training.default_cache_dir()``."""
+    model cached in ``asr.nlu.cache.default_cache_dir()``."""
     global _default
     with _default_lock:
         if _default is None:

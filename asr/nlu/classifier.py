@@ -36,6 +36,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from . import dictionary as dictionary_module
 from . import pinyin
 from . import segmenter as segmenter_module
 from .config import NluConfig
@@ -52,7 +53,7 @@ _CHARACTER_RUN = re.compile(f"[{HAN}]+|[a-z0-9']+")
 _C = 8.0
 _CHANNEL_WEIGHTS = {"words": 0.5, "chars": 1.5, "pinyin": 1.0}
 MODEL_FORMAT = 1  # of a saved IntentModel
-_TRAINING_PACKAGES = ("scikit-learn", "scipy", "numpy", "jieba", "pypinyin")
+_TRAINING_PACKAGES = ("scikit-learn", "scipy", "numpy", "jieba", "marisa-trie", "pypinyin")
 
 
 def _mask_digits(text: str) -> str:
@@ -190,7 +191,7 @@ def model_fingerprint(config: NluConfig) -> str:
     the feature code (this module and the segmenter's, hashed as text) and the libraries' versions. Equal
     fingerprints give the same model."""
     versions = {name: importlib.metadata.version(name) for name in _TRAINING_PACKAGES}
-    modules = (__file__, segmenter_module.__file__, pinyin.__file__)
+    modules = (__file__, segmenter_module.__file__, dictionary_module.__file__, pinyin.__file__)
     sources = [Path(module).read_text(encoding="utf-8") for module in modules]
     return _hashed(
         (

@@ -15,11 +15,11 @@ Two processes starting together may both train; each writes its file whole and t
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from core.child import failure_line
 from core.log import get_logger
 
 from .classifier import IntentModel, model_fingerprint, train_model
@@ -29,12 +29,6 @@ from .segmenter import shared_segmenter
 log = get_logger(__name__)
 
 TRAIN_TIMEOUT_SECONDS = 300  # a cold machine: jieba's dictionary, scikit-learn's import, the fit
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/huiliu/nlu`` (``~/.cache/huiliu/nlu``): derived files, safe to delete."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "huiliu" / "nlu"
 
 
 def cached_model(config: NluConfig, config_dir: Path, cache_dir: Path) -> IntentModel | None:
@@ -58,8 +52,9 @@ def cached_model(config: NluConfig, config_dir: Path, cache_dir: Path) -> Intent
         )
         return IntentModel.load(path)
     except subprocess.CalledProcessError as exc:
-        error = exc.stderr.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
-        log.warning("nlu.model_training_failed", path=str(path), error=error[0])
+        log.warning(
+            "nlu.model_training_failed", path=str(path), error=failure_line(exc.stderr, exc.returncode)
+        )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         log.warning("nlu.model_cache_failed", path=str(path), error=str(exc))
     return None

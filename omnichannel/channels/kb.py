@@ -87,13 +87,13 @@ class KbHit(BaseModel):
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased words: jieba's search-mode segments for Chinese runs, whole words for Latin text."""
-    import jieba
+    from asr.nlu.dictionary import base_tokenizer  # jieba: imported, and its dictionary read, on first use
 
     tokens: list[str] = []
     for match in _WORD.finditer(text.lower()):
         word = match.group()
         if "\u4e00" <= word[0] <= "\u9fff":
-            tokens.extend(part for part in jieba.lcut_for_search(word) if part.strip())
+            tokens.extend(part for part in base_tokenizer().lcut_for_search(word) if part.strip())
         else:
             tokens.append(word)
     return [token for token in tokens if token not in _STOPWORDS]

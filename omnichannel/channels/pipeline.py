@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def load_analyzer() -> Analyzer:
-    """The process's shared analyzer, imported on first use: jieba's dictionary and the model cost ~110 MB,
+    """The process's shared analyzer, imported on first use: NumPy, jieba and the model cost ~50 MB,
     which the Celery worker and beat, importing this module, should not pay until a message needs it."""
     from asr.nlu import default_analyzer
 

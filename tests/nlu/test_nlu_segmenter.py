@@ -1,7 +1,7 @@
-"""The NLU's word segmentation reads jieba's default dictionary (which the knowledge base's search loads too)
-through an overlay holding the domain words: one dictionary in memory instead of two, and neither side's
-cuts change — the NLU's are those of a tokenizer with its own copy of the dictionary, the knowledge base's
-those of jieba without the domain words."""
+"""The NLU's word segmentation reads the process's one copy of jieba's dictionary (which the knowledge
+base's search reads too) through an overlay holding the domain words: one dictionary in memory instead of
+two, and neither side's cuts change — the NLU's are those of a tokenizer with its own copy of the
+dictionary, the knowledge base's those of jieba without the domain words."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import re
 import jieba
 import pytest
 
-from asr.nlu import Analyzer
+from asr.nlu import Analyzer, dictionary
 from asr.nlu.config import load_config
 from asr.nlu.segmenter import Segmenter
 from omnichannel.channels.kb import DEMO_ARTICLES, tokenize
@@ -52,6 +52,6 @@ def test_knowledge_base_cuts_ignore_the_nlu_domain_words(
 ) -> None:
     analyzer.analyze("转人工")  # the NLU's segmenter is loaded over jieba's default dictionary
     with_nlu_loaded = [tokenize(text) for text in TEXTS]
-    monkeypatch.setattr(jieba, "lcut_for_search", pristine.lcut_for_search)
+    monkeypatch.setattr(dictionary, "base_tokenizer", lambda: pristine)
     assert with_nlu_loaded == [tokenize(text) for text in TEXTS]
     assert "转人工" not in with_nlu_loaded[4]  # an NLU order term, which jieba alone splits
