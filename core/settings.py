@@ -68,6 +68,8 @@ class Settings(BaseModel):
     telephony_enabled: bool = True
     telephony_sip_host: str = "127.0.0.1"
     telephony_sip_port: int = Field(default=5060, ge=1, le=65535)
+    # Kamailio's SIP worker processes per transport (UDP and TCP); each handles thousands of requests a second
+    telephony_sip_children: int = Field(default=2, ge=1, le=64)
     telephony_worker_base_port: int = Field(default=5070, ge=1, le=65535)
     telephony_pool_size: int = Field(default=1, ge=1, le=500)
     # An elastic pool: whenever fewer call slots than this are free, another worker starts (up to twice the

@@ -230,6 +230,7 @@ class TelephonyPool:
                 listen=self.settings.telephony_sip_host,
                 port=self.settings.telephony_sip_port,
                 list_path=self._write_dispatcher_list(),
+                children=self.settings.telephony_sip_children,
                 log_path=self.log_dir / "kamailio.log",
                 defines=(
                     f"PIKE_REQS={self.settings.telephony_flood_requests}",
