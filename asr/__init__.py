@@ -17,7 +17,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from asr.audio import FORMAT, SAMPLE_RATE, read_wav
     from asr.engines import LanguageRouter, build_recognizer
     from asr.errors import (
         AudioFormatError,
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
         StreamClosed,
     )
     from asr.models import OFFICIAL_VOSK_MODELS, ModelCatalog
+    from asr.pcm import FORMAT, SAMPLE_RATE, read_wav
     from asr.phrases import character_error_rate
     from asr.recognizer import EndpointConfig, RecognitionResult, Recognizer, RecognizerStream, Word
     from asr.scripted import ScriptedRecognizer
@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from asr.whisper_engine import WhisperRecognizer
 
 _HOME = {
-    "FORMAT": "asr.audio",
-    "SAMPLE_RATE": "asr.audio",
-    "read_wav": "asr.audio",
+    "FORMAT": "asr.pcm",
+    "SAMPLE_RATE": "asr.pcm",
+    "read_wav": "asr.pcm",
     "LanguageRouter": "asr.engines",
     "build_recognizer": "asr.engines",
     "AudioFormatError": "asr.errors",

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from asr.audio import BYTES_PER_SECOND, check_pcm, check_sample_rate
 from asr.errors import ModelMissing, RecognitionFailed, StreamClosed
+from asr.pcm import BYTES_PER_SECOND, check_pcm, check_sample_rate
 from core.errors import HuiliuError, Invalid
 
 MAX_GRAMMAR_PHRASES = 200

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from asr import workers
-from asr.audio import BYTES_PER_SECOND, SAMPLE_RATE, EnergyVad, seconds
 from asr.models import ModelCatalog
+from asr.pcm import BYTES_PER_SECOND, SAMPLE_RATE, seconds
 from asr.phrases import closest_phrase, comparable, tidy
 from asr.recognizer import (
     DecodingStream,
@@ -181,6 +181,8 @@ class VoskDecoder:
         self.pooled: PooledRecognizer | None = pooled
         self.recognizer = pooled.recognizer
         self.time_base = seconds(pooled.fed)
+        from asr.audio import EnergyVad  # NumPy, imported when a stream opens
+
         self.vad = EnergyVad()
         self.fed = 0  # bytes given to Kaldi so far
         self.unfed = b""  # whole VAD frames not given to Kaldi yet (less than a piece, or up to an endpoint)

@@ -18,12 +18,9 @@ import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from asr import workers
-from asr.audio import Utterance, UtteranceSegmenter
 from asr.models import WHISPER_LANGUAGES, ModelCatalog, WhisperSource
 from asr.phrases import closest_phrase, tidy
 from asr.recognizer import (
@@ -35,6 +32,9 @@ from asr.recognizer import (
     check_stream_request,
 )
 from core.errors import Invalid
+
+if TYPE_CHECKING:
+    from asr.audio import Utterance
 
 # Whisper's decoder follows the prompt's script and style: simplified characters with punctuation.
 PROMPTS = {"zh": "以下是普通话的句子。"}
@@ -90,6 +90,8 @@ class WhisperDecoder:
             lambda: load_model(spec.source, spec.compute_type, spec.cpu_threads, spec.num_workers),
         )
         endpoint = spec.endpoint
+        from asr.audio import UtteranceSegmenter  # NumPy, imported when a stream opens
+
         self.segmenter = UtteranceSegmenter(endpoint.trailing_silence_ms, endpoint.max_utterance_ms)
 
     def accept(self, pcm: bytes) -> list[RecognitionResult]:
@@ -113,6 +115,8 @@ class WhisperDecoder:
         return PROMPTS.get(self.spec.language)
 
     def _transcribe(self, utterance: Utterance) -> RecognitionResult:
+        import numpy as np
+
         audio = np.frombuffer(utterance.pcm, dtype="<i2").astype(np.float32) / 32768.0
         segments, _info = self.model.transcribe(
             audio,

@@ -4,6 +4,8 @@ directories shaped like models (a fetched vosk model, a whisper model directory)
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from asr import (
 )
 from asr.models import MARKER, OFFICIAL_VOSK_MODELS
 from core.settings import load_settings
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def whisper_dir(tmp_path: Path) -> Path:
@@ -103,3 +107,21 @@ def test_build_recognizer_follows_the_engine_setting(tmp_path: Path, engine: str
     for each in served:
         assert isinstance(each, VoskRecognizer | WhisperRecognizer)
         assert each.workers == 3 and each.catalog.model_dir == tmp_path / "models"
+
+
+def test_a_recognizer_costs_no_numpy_until_a_stream_opens(tmp_path: Path) -> None:
+    """Every telephony worker builds a recognizer at start; most never hear speech. NumPy (~10 MiB a
+    worker) is imported by the first stream, not by building the recognizer."""
+    fetched_vosk_model(tmp_path, "en")
+    code = (
+        "import sys\n"
+        "from asr import build_recognizer\n"
+        "from core.settings import load_settings\n"
+        f"recognizer = build_recognizer(load_settings(asr_model_dir={str(tmp_path)!r}))\n"
+        "print('numpy' in sys.modules, sorted(recognizer.languages()))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.split(maxsplit=1)[0] == "False"
+    assert "'en'" in result.stdout
