@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import getpass
 import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from core.log import configure_logging
 from core.settings import Settings, SettingsError, load_settings
 
 
@@ -63,6 +61,8 @@ def _celery(settings: Settings, role: str, *, beat: bool = False) -> int:
 
 
 def _migrate(settings: Settings) -> int:
+    import asyncio
+
     import core.app  # noqa: F401 - registers every package's indexes and migrations
     from core.db import Database
 
@@ -80,6 +80,8 @@ def _migrate(settings: Settings) -> int:
 
 
 def _create_user(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
     from core.auth import NewUser, Role, UserService
     from core.db import Database
 
@@ -169,11 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"huiliu: bad setting: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
-    if args.command == "run":
+    if args.command == "run":  # the supervisor prints, it does not log: no structlog, no asyncio (~14 MB)
         from core.supervisor import run
 
         return run(settings)
+    from core.log import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     if args.command in ("worker", "beat"):
         return _celery(settings, args.command, beat=getattr(args, "beat", False))
     if args.command == "web":
