@@ -72,11 +72,13 @@ class Settings(BaseModel):
     telephony_sip_children: int = Field(default=2, ge=1, le=64)
     telephony_worker_base_port: int = Field(default=5070, ge=1, le=65535)
     telephony_pool_size: int = Field(default=1, ge=1, le=500)
-    # An elastic pool: whenever fewer call slots than this are free, another worker starts (up to twice the
-    # pool size); a worker beyond the pool size stops again once it has had no call for
-    # telephony_pool_idle_seconds while the others keep enough free. 0: the pool keeps its size.
+    # An elastic pool: whenever fewer call slots than this are free, another worker starts (up to
+    # telephony_pool_max_size workers; unset: twice the pool size); a worker beyond the pool size stops again
+    # once it has had no call for telephony_pool_idle_seconds while the others keep enough free. 0: the pool
+    # keeps its size. Worker i listens on telephony_worker_base_port + i, for every i up to the maximum.
     telephony_pool_spare_calls: int = Field(default=2, ge=0, le=100_000)
     telephony_pool_idle_seconds: float = Field(default=60.0, gt=0)
+    telephony_pool_max_size: int | None = Field(default=None, ge=1, le=1000)
     telephony_max_calls_per_worker: int = Field(default=256, ge=1, le=4096)
     telephony_rtp_port_min: int = Field(default=20000, ge=1024, le=65535)
     telephony_rtp_port_max: int = Field(default=29999, ge=1024, le=65535)

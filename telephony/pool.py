@@ -17,7 +17,8 @@ This process
   timeout) is beaten for: a hung worker expires, and its calls are swept, within the timeout plus a beat;
 * sweeps every second: calls of any worker (any node) whose heartbeat expired end with ``node_lost``;
 * adds a worker on SIGUSR1 and drains and removes the newest on SIGUSR2 (switched on/off in Kamailio
-  with ``dispatcher.set_state``: a reload would forget the call counts), up to twice the pool size;
+  with ``dispatcher.set_state``: a reload would forget the call counts), up to ``telephony_pool_max_size``
+  (default twice the pool size);
 * is elastic (``telephony_pool_spare_calls``, on by default): it starts a worker whenever fewer call slots
   than that are free, and stops an extra one that has had no call for ``telephony_pool_idle_seconds``
   (once its status shows no call after it stopped getting new ones), so an idle node runs
@@ -90,7 +91,7 @@ class TelephonyPool:
         self.front = front
         self.run_dir = (settings.data_dir / "telephony").resolve()
         self.log_dir = settings.data_dir / "log"
-        self.capacity_slots = settings.telephony_pool_size * 2
+        self.capacity_slots = settings.telephony_pool_max_size or settings.telephony_pool_size * 2
         self.slots: list[WorkerSlot] = []
         self.kamailio: Kamailio | None = None
         self._adopting: set[asyncio.Task[None]] = set()
@@ -106,6 +107,11 @@ class TelephonyPool:
 
     def _validate(self) -> None:
         settings = self.settings
+        if self.capacity_slots < settings.telephony_pool_size:
+            raise RuntimeError(
+                f"HUILIU_TELEPHONY_POOL_MAX_SIZE ({self.capacity_slots}) is below HUILIU_TELEPHONY_POOL_SIZE "
+                f"({settings.telephony_pool_size})"
+            )
         workers = range(
             settings.telephony_worker_base_port, settings.telephony_worker_base_port + self.capacity_slots
         )
@@ -114,7 +120,8 @@ class TelephonyPool:
         if settings.telephony_sip_port in workers:
             raise RuntimeError(
                 f"HUILIU_TELEPHONY_SIP_PORT ({settings.telephony_sip_port}) falls among the worker ports "
-                f"{workers.start}-{workers.stop - 1} (HUILIU_TELEPHONY_WORKER_BASE_PORT, twice the pool size)"
+                f"{workers.start}-{workers.stop - 1} (HUILIU_TELEPHONY_WORKER_BASE_PORT, one per worker "
+                "up to HUILIU_TELEPHONY_POOL_MAX_SIZE, default twice the pool size)"
             )
         span = settings.telephony_rtp_port_max - settings.telephony_rtp_port_min + 1
         if span // self.capacity_slots < MIN_RTP_PORTS_PER_WORKER:

@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -260,3 +260,28 @@ async def test_an_elastic_pool_grows_before_it_is_full_and_shrinks_only_an_idle_
     assert await decide(500.0) == [] and await decide(600.0) == []
     workers(0)  # the pool's own worker is never retired
     assert await decide(700.0) == [] and await decide(800.0) == []
+
+
+def test_the_elastic_pool_grows_up_to_its_maximum_size(tmp_path: Path) -> None:
+    """``telephony_pool_max_size`` bounds the workers (and the SIP ports and RTP slices reserved for them);
+    unset, twice the pool size; below the pool size it is refused with the setting's name."""
+    from core.settings import Settings
+    from telephony.pool import TelephonyPool
+
+    def pool(**overrides: Any) -> TelephonyPool:
+        return TelephonyPool(Settings(data_dir=tmp_path, **overrides), store=None, front=False)  # type: ignore[arg-type]
+
+    assert pool(telephony_pool_size=3).capacity_slots == 6
+    wide = pool(telephony_pool_size=1, telephony_pool_max_size=8)
+    assert wide.capacity_slots == 8
+    assert wide.rtp_span == (29999 - 20000 + 1) // 8
+    last = wide._new_slot(7)
+    assert (last.sip_port, last.rtp_port) == (5077, 20000 + 7 * wide.rtp_span)
+    with pytest.raises(
+        RuntimeError, match=r"HUILIU_TELEPHONY_POOL_MAX_SIZE \(2\) is below .*POOL_SIZE \(3\)"
+    ):
+        pool(telephony_pool_size=3, telephony_pool_max_size=2)
+    with pytest.raises(
+        RuntimeError, match=r"HUILIU_TELEPHONY_SIP_PORT .* falls among the worker ports 5070-5079"
+    ):
+        pool(telephony_pool_max_size=10, telephony_sip_port=5079)
