@@ -31,6 +31,7 @@ import wave
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from core.child import communicate
 from core.log import get_logger
 from ivr_flows.expressions import Template, Value
 from ivr_flows.nodes import PromptPart
@@ -196,7 +197,7 @@ class PromptRenderer:
             *command, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         stdin = json.dumps(texts, ensure_ascii=False).encode()
-        _, err = await _communicate(process, stdin, within=60 + 5 * len(texts))
+        _, err = await communicate(process, stdin, within=60 + 5 * len(texts))
         if process.returncode != 0:
             log.warning(
                 "ivr.prompt_child_failed", code=process.returncode, error=err.decode(errors="replace")[-300:]
@@ -277,26 +278,12 @@ class PromptRenderer:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await _communicate(process, stdin, within=30)
+        out, err = await communicate(process, stdin, within=30)
         if process.returncode != 0:
             raise PromptError(
                 f"{command[0]} failed ({process.returncode}): {err.decode(errors='replace')[:300]}"
             )
         return out
-
-
-async def _communicate(
-    process: asyncio.subprocess.Process, stdin: bytes | None, within: float
-) -> tuple[bytes, bytes]:
-    """``process``'s stdout and stderr; a process that outlives ``within`` seconds (or a cancelled caller) is
-    killed, not left running."""
-    try:
-        return await asyncio.wait_for(process.communicate(stdin), within)
-    except BaseException:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        raise
 
 
 async def _lock_exclusively(path: Path) -> int:

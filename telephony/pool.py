@@ -42,7 +42,7 @@ from pathlib import Path
 
 from core.aio import stop_tasks
 from core.bus import EventBus, connect_redis
-from core.child import failure_line
+from core.child import communicate, failure_line
 from core.db import Database, utcnow
 from core.embedded import spawn
 from core.log import get_logger
@@ -59,6 +59,8 @@ log = get_logger(__name__)
 RESTARTS_PER_MINUTE = 5
 SWEEP_SECONDS = 1.0
 GROW_RETRY_SECONDS = 30.0
+# huiliu migrate builds indexes and runs migrations; on a large database that can take minutes
+PREPARE_TIMEOUT_SECONDS = 600.0
 RETENTION_SWEEP_SECONDS = 600.0
 # RTP and RTCP take two ports per call; leave room for pjsua's port retries
 MIN_RTP_PORTS_PER_WORKER = 16
@@ -496,10 +498,11 @@ async def serve(settings: Settings, *, front: bool = True) -> int:
     return 0
 
 
-async def _prepare(attempts: int = 20) -> None:
+async def _prepare(attempts: int = 20, within: float = PREPARE_TIMEOUT_SECONDS) -> None:
     """Every package's indexes and pending migrations, by ``huiliu migrate`` in a child process, retried
-    while MongoDB is not ready. They are declared when each package is imported: importing them all here
-    (``core.app``) would keep ~35 MB of the web's code in this process for good."""
+    while MongoDB is not ready (a child that has not finished within ``within`` seconds is killed and counts
+    as an attempt). They are declared when each package is imported: importing them all here (``core.app``)
+    would keep ~35 MB of the web's code in this process for good."""
     delay = 0.5
     for attempt in range(attempts):
         process = await asyncio.create_subprocess_exec(
@@ -511,10 +514,14 @@ async def _prepare(attempts: int = 20) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
-        output, _ = await process.communicate()
-        if process.returncode == 0:
-            return
-        error = failure_line(output, process.returncode)
+        try:
+            output, _ = await communicate(process, None, within)
+        except TimeoutError:
+            error = f"huiliu migrate did not finish within {within:g} s"
+        else:
+            if process.returncode == 0:
+                return
+            error = failure_line(output, process.returncode)
         if attempt == attempts - 1:
             raise RuntimeError(f"MongoDB is not usable: {error}")
         log.warning("telephony.database_not_ready", error=error)

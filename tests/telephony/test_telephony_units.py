@@ -285,3 +285,39 @@ def test_the_elastic_pool_grows_up_to_its_maximum_size(tmp_path: Path) -> None:
         RuntimeError, match=r"HUILIU_TELEPHONY_SIP_PORT .* falls among the worker ports 5070-5079"
     ):
         pool(telephony_pool_max_size=10, telephony_sip_port=5079)
+
+
+async def test_the_pool_waits_for_mongodb_and_then_says_why_it_cannot_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool's start runs ``huiliu migrate`` in a child until MongoDB answers: a refused connection is
+    retried, then named; a server that accepts and never answers does not hang the pool (the child is
+    killed at the deadline)."""
+    import asyncio
+    import socket
+
+    from telephony.pool import _prepare
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    monkeypatch.setenv("HUILIU_MONGO_URL", f"mongodb://127.0.0.1:{port}/?directConnection=true")
+    monkeypatch.setenv("HUILIU_MONGO_TIMEOUT_MS", "300")
+    with pytest.raises(RuntimeError, match=r"^MongoDB is not usable: .*Connect call failed"):
+        await _prepare(attempts=2)
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        monkeypatch.setenv("HUILIU_MONGO_URL", f"mongodb://127.0.0.1:{silent.getsockname()[1]}/")
+        monkeypatch.setenv("HUILIU_MONGO_TIMEOUT_MS", "60000")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(
+            RuntimeError, match=r"^MongoDB is not usable: huiliu migrate did not finish within 3 s$"
+        ):
+            await _prepare(attempts=1, within=3)
+        assert asyncio.get_running_loop().time() - started < 10
+    finally:
+        silent.close()
