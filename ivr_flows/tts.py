@@ -122,14 +122,17 @@ class PromptRenderer:
         """``text`` spoken in ``language`` (``zh`` or ``en``): the recorded override or the TTS file."""
         if language not in VOICES:
             raise PromptError(f"no voice for language {language!r} (have {', '.join(VOICES)})")
+        override, cached = self._files(text, language)
+        if override is not None and await asyncio.to_thread(os.path.isfile, override):
+            return await self.recorded(override)
+        return await self._once(cached, lambda tmp: self._synthesize(text, language, tmp))
+
+    def _files(self, text: str, language: str) -> tuple[Path | None, Path]:
+        """Where ``speak`` looks for ``text``: the recorded override (with a prompts directory), then the
+        TTS cache."""
         key = self.key(text, language)
-        if self.prompts_dir is not None:
-            override = self.prompts_dir / f"{key}.wav"
-            if await asyncio.to_thread(os.path.isfile, override):
-                return await self.recorded(override)
-        return await self._once(
-            self.cache_dir / f"{key}.wav", lambda tmp: self._synthesize(text, language, tmp)
-        )
+        override = self.prompts_dir / f"{key}.wav" if self.prompts_dir is not None else None
+        return override, self.cache_dir / f"{key}.wav"
 
     async def recorded(self, source: Path) -> Path:
         """A recorded file converted (once per version of the file) to the playback format."""
@@ -182,9 +185,7 @@ class PromptRenderer:
 
     def _made(self, text: str, language: str) -> bool:
         """Whether ``speak`` has a file for ``text`` without synthesising it (a recording or the cache)."""
-        key = self.key(text, language)
-        recorded = self.prompts_dir is not None and (self.prompts_dir / f"{key}.wav").is_file()
-        return recorded or (self.cache_dir / f"{key}.wav").is_file()
+        return any(path is not None and path.is_file() for path in self._files(text, language))
 
     async def _speak_in_child(self, texts: list[str], language: str) -> None:
         """``speak`` every text in a child process (same cache, same locks); what it could not make is
