@@ -1164,7 +1164,7 @@ function transferRow(call, transferTarget) {
         class: "button button-quiet",
         id: "phone-blind",
         disabled: call ? null : true,
-        onclick: () => transfer(call, transferTarget.value, false),
+        onclick: () => transfer(call, transferTarget.value),
       },
       t("phone.blind"),
     ),
@@ -1325,7 +1325,8 @@ async function hangUp(call) {
   await endContact(call);
 }
 
-async function transfer(call, target, attended) {
+/** A blind transfer; an attended one starts with a consultation (startConsult, the phone-attended button). */
+async function transfer(call, target) {
   if (!call) return;
   if (!target.trim()) {
     byId("transfer-target")?.focus();
@@ -1333,7 +1334,7 @@ async function transfer(call, target, attended) {
   }
   try {
     await api("POST", `/api/calls/${encodeURIComponent(call.contact.external_ref)}/transfer`, {
-      json: { target: target.trim(), attended },
+      json: { target: target.trim() },
     });
   } catch (error) {
     errorBar.show(error);

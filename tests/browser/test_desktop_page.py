@@ -566,6 +566,45 @@ async def test_an_agent_calls_back_a_caller_who_asked_for_it_and_nobody_else_can
     assert status == 409 and body["code"] == "callback_taken"
 
 
+async def test_a_blind_transfer_hands_the_call_over_and_a_refused_one_keeps_it_with_the_reason(
+    page: Page, server: TestServer, agent: ApiClient
+) -> None:
+    """The blind-transfer button posts the target (no worker owns the call here: the test answers the
+    route). Refused (the call ended meanwhile), the agent keeps the call and reads why; accepted, their part
+    of the call is over (wrap-up)."""
+    await answered_call(page, server, agent)
+    asked: list[Any] = []
+    refuse = True
+
+    async def transfer_route(route: Any) -> None:
+        asked.append(route.request.post_data_json)
+        if refuse:
+            problem = {
+                "type": "about:blank",
+                "title": "Conflict",
+                "status": 409,
+                "code": "call_not_active",
+                "detail": "通话已结束 / the call has ended",
+            }
+            await route.fulfill(
+                status=409, json=problem, headers={"content-type": "application/problem+json"}
+            )
+        else:
+            await route.fulfill(status=204)
+
+    await page.route(re.compile(r".*/api/calls/[^/]+/transfer$"), transfer_route)
+    await page.click("#phone-blind")  # no target yet: nothing is sent, the target field asks for one
+    await expect(page.locator("#transfer-target")).to_be_focused()
+    await page.fill("#transfer-target", " 8001 ")
+    await page.click("#phone-blind")
+    await expect(page.locator("#error-text")).to_contain_text("通话已结束")
+    await expect(page.locator("#phone-status")).to_contain_text("通话中")
+    refuse = False
+    await page.click("#phone-blind")
+    await expect(page.locator("#agent-state")).to_have_text("话后整理")
+    assert asked == [{"target": "8001"}, {"target": "8001"}]
+
+
 async def test_an_attended_transfer_consults_the_target_then_completes_and_the_page_follows_the_target(
     page: Page, server: TestServer, agent: ApiClient
 ) -> None:
