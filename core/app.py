@@ -39,11 +39,12 @@ from core.log import get_logger
 from core.settings import Settings
 from ivr_flows import FLOWS, create_flow_service
 from ivr_flows.http import api as ivr_flows_api
-from omnichannel import OMNICHANNEL, Omnichannel
+from omnichannel import Omnichannel
 from omnichannel.channels import CHANNELS, create_channels
 from omnichannel.channels.http import api as channels_api
 from omnichannel.channels.webchat_http import api as webchat_api
 from omnichannel.channels.webchat_http import mount_webchat
+from omnichannel.http import OMNICHANNEL
 from omnichannel.http import api as omnichannel_api
 from telephony import HangupCause, LostCallWatch
 from telephony.control import CallControl

@@ -19,10 +19,9 @@ from omnichannel.models import (
     TimelineEvent,
     TimelinePage,
 )
-from omnichannel.service import OMNICHANNEL, Omnichannel
+from omnichannel.service import Omnichannel
 
 __all__ = [
-    "OMNICHANNEL",
     "Actor",
     "Channel",
     "Conversation",

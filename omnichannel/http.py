@@ -24,8 +24,9 @@ from omnichannel.models import (
     TimelineEvent,
     TimelinePage,
 )
-from omnichannel.service import OMNICHANNEL
+from omnichannel.service import Omnichannel
 
+OMNICHANNEL = web.AppKey("omnichannel", Omnichannel)
 api = Api("customers")
 
 

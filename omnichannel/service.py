@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from core.bus import EventBus
 from core.db import Database
 from omnichannel.conversations import ConversationService
@@ -24,6 +22,3 @@ class Omnichannel:
         customers = CustomerService(db, bus, default_region=default_region)
         timeline = TimelineService(db, customers, bus)
         return cls(customers, ConversationService(db, customers, timeline.conversation_exists), timeline)
-
-
-OMNICHANNEL = web.AppKey("omnichannel", Omnichannel)
