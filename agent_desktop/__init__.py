@@ -30,11 +30,10 @@ from agent_desktop.models import (
     WallboardConfig,
     WrapUp,
 )
-from agent_desktop.service import DESKTOP, Desktop
+from agent_desktop.service import Desktop
 from agent_desktop.wallboard import WallboardService
 
 __all__ = [
-    "DESKTOP",
     "REPLY_KIND",
     "Acd",
     "AcdQueueGateway",

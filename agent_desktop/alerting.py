@@ -13,8 +13,10 @@ from aiohttp import web
 
 from agent_desktop.models import Alert
 from core.log import get_logger
-from omnichannel.channels import CHANNELS, SmsService
-from tickets import TICKETS, TicketService
+from omnichannel.channels import SmsService
+from omnichannel.channels.http import CHANNELS
+from tickets import TicketService
+from tickets.http import TICKETS
 
 log = get_logger(__name__)
 

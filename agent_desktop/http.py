@@ -23,12 +23,13 @@ from agent_desktop.models import (
     WallboardConfigPatch,
     WrapUp,
 )
-from agent_desktop.service import DESKTOP
+from agent_desktop.service import Desktop
 from core.api import Api, current_user, json_response
 from core.auth import Role
 from core.errors import Forbidden
 from core.http import audit_details
 
+DESKTOP = web.AppKey("desktop", Desktop)
 api = Api("agent_desktop")
 
 

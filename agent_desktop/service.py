@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiohttp import web
-
 from agent_desktop.acd import Acd, AcdQueueGateway, DesktopNotifier
 from agent_desktop.agents import AgentService
 from agent_desktop.chat import ChatService
@@ -69,6 +67,3 @@ class Desktop:
         target = await self.users.get(user_id)
         await self.agents.ensure(target)
         return await self.agents.set_state(target, change)
-
-
-DESKTOP = web.AppKey("desktop", Desktop)

@@ -10,7 +10,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from agent_desktop import DESKTOP, ContactKind, Desktop
+from agent_desktop import ContactKind, Desktop
+from agent_desktop.http import DESKTOP
 from agent_desktop.http import api as agent_desktop_api
 from agent_desktop.models import LIVE_CONTACT_STATUSES
 from agent_desktop.outbound import OutboundCalls
@@ -37,10 +38,12 @@ from core.http import (
 from core.http import api as core_api
 from core.log import get_logger
 from core.settings import Settings
-from ivr_flows import FLOWS, create_flow_service
+from ivr_flows import create_flow_service
+from ivr_flows.http import FLOWS
 from ivr_flows.http import api as ivr_flows_api
 from omnichannel import Omnichannel
-from omnichannel.channels import CHANNELS, create_channels
+from omnichannel.channels import create_channels
+from omnichannel.channels.http import CHANNELS
 from omnichannel.channels.http import api as channels_api
 from omnichannel.channels.webchat_http import api as webchat_api
 from omnichannel.channels.webchat_http import mount_webchat
@@ -51,7 +54,8 @@ from telephony.control import CallControl
 from telephony.http import CALL_ACCESS, CALL_CONTROL, OUTBOUND_CALLS, TELEPHONY_STORE
 from telephony.http import api as telephony_api
 from telephony.store import ENDED, TelephonyStore
-from tickets import TICKETS, create_service
+from tickets import create_service
+from tickets.http import TICKETS
 from tickets.http import api as tickets_api
 from tickets.http import mount_pages as mount_ticket_pages
 

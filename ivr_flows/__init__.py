@@ -36,7 +36,7 @@ from ivr_flows.models import (
     TicketRequest,
 )
 from ivr_flows.registry import FlowRegistry
-from ivr_flows.service import FLOWS, FlowService, create_flow_service
+from ivr_flows.service import FlowService, create_flow_service
 from ivr_flows.store import FlowStore
 from ivr_flows.tts import PromptError, PromptRenderer
 from ivr_flows.understanding import (
@@ -49,7 +49,6 @@ from ivr_flows.understanding import (
 from ivr_flows.validation import Flow, Revision, check_flow, parse_flow
 
 __all__ = [
-    "FLOWS",
     "AsrSpeechRecognizer",
     "CallContext",
     "CallEvent",

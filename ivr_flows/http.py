@@ -18,8 +18,9 @@ from core.db import utcnow
 from core.errors import NotFound
 from ivr_flows.loader import MAX_SOURCE_BYTES
 from ivr_flows.models import FlowSummary, FlowVersion, HoursOverride, OverrideState
-from ivr_flows.service import FLOWS
+from ivr_flows.service import FlowService
 
+FLOWS = web.AppKey("flows", FlowService)
 api = Api("ivr flows")
 
 

@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from aiohttp import web
-
 from core.bus import EventBus
 from core.db import Database, utcnow
 from core.errors import Conflict, Invalid, NotFound
@@ -167,6 +165,3 @@ def _check_name(name: str) -> None:
 
 def create_flow_service(db: Database, bus: EventBus | None) -> FlowService:
     return FlowService(FlowStore(db), bus, known_intents=nlu_intents)
-
-
-FLOWS = web.AppKey("flows", FlowService)

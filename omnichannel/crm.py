@@ -20,13 +20,15 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import json
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    import aiohttp
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -117,7 +119,7 @@ class HttpCrmConnector:
     def __init__(self, base_url: str, api_key: str | None, *, timeout_seconds: float = 5.0) -> None:
         self.base = base_url.rstrip("/")
         self.api_key = api_key
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self.timeout_seconds = timeout_seconds
         self._session: aiohttp.ClientSession | None = None
 
     async def order(self, number: str) -> Order | None:
@@ -130,8 +132,10 @@ class HttpCrmConnector:
         return await self._get(f"/stock/{quote(sku, safe='')}", StockLevel)
 
     async def _get(self, path: str, model: type[M]) -> M | None:
+        import aiohttp  # on the first lookup: a deployment without an HTTP CRM never loads it
+
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
         headers = {"Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"

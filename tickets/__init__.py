@@ -29,13 +29,12 @@ from tickets.models import (
 from tickets.notify import Notifier, RecordingNotifier, TimelineNotifier
 from tickets.progress import ProgressLinks
 from tickets.scheduler import InMemoryScheduler, Scheduler
-from tickets.service import SYSTEM, TICKETS, TicketService, Who, create_service
+from tickets.service import SYSTEM, TicketService, Who, create_service
 from tickets.store import TicketStore
 from tickets.webhooks import Webhooks
 
 __all__ = [
     "SYSTEM",
-    "TICKETS",
     "Clock",
     "CustomerMessage",
     "CustomerMessageOutcome",

@@ -33,10 +33,11 @@ from tickets.models import (
 from tickets.progress import render_error, render_page
 from tickets.reports import ReportQuery, TicketReport, report_csv
 from tickets.rules import IntentRule
-from tickets.service import TICKETS, Who
+from tickets.service import TicketService, Who
 from tickets.webhooks import DeliveryQuery, Webhook, WebhookCreated, WebhookDelivery, WebhookInput, Webhooks
 from tickets.workflow import WorkflowTemplate
 
+TICKETS = web.AppKey("tickets", TicketService)
 api = Api("tickets")
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from aiohttp import web
 from bson import ObjectId
 from celery import Celery
 from pymongo.errors import DuplicateKeyError
@@ -1357,9 +1356,6 @@ class TicketService:
             f"the lead of {department} or a supervisor" if approver == "department_lead" else "a supervisor"
         )
         raise Forbidden(f"this approval needs {needed}", code="not_an_approver")
-
-
-TICKETS = web.AppKey("tickets", TicketService)
 
 
 def create_service(

@@ -21,7 +21,6 @@ import secrets
 import time
 from typing import Any, Literal, Protocol
 
-import aiohttp
 from bson import ObjectId
 from celery import Celery
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -414,6 +413,8 @@ class Webhooks:
             "Huiliu-Attempt": str(doc["attempts"] + 1),
             "Huiliu-Signature": sign(subscription["secret"], timestamp, body),
         }
+        import aiohttp  # on the first delivery: a deployment without subscriptions never loads it
+
         started = time.perf_counter()
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout.total_seconds())

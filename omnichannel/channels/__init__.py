@@ -31,10 +31,9 @@ from omnichannel.channels.wechat import (
     WeChatConfig,
     WeChatService,
 )
-from omnichannel.channels.wiring import CHANNELS, Channels, create_channels
+from omnichannel.channels.wiring import Channels, create_channels
 
 __all__ = [
-    "CHANNELS",
     "ApiWeChatClient",
     "Bot",
     "BotConfig",

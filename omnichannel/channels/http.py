@@ -15,8 +15,9 @@ from core.errors import Invalid, PayloadTooLarge
 from omnichannel import Actor
 from omnichannel.channels import signing
 from omnichannel.channels.models import DeliveryReceipt, InboundSms, SinkEntry, SmsMessage, SmsSend
-from omnichannel.channels.wiring import CHANNELS
+from omnichannel.channels.wiring import Channels
 
+CHANNELS = web.AppKey("channels", Channels)
 api = Api("channels")
 
 

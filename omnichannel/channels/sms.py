@@ -8,13 +8,15 @@ request whose answer was lost does not deliver it twice.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 from bson import ObjectId
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
 from core.db import Database, register_indexes, utcnow
+
+if TYPE_CHECKING:
+    import aiohttp
 
 register_indexes("sms_sink", IndexModel([("reference", ASCENDING)], unique=True))
 
@@ -46,12 +48,14 @@ class HttpSmsProvider:
     def __init__(self, base_url: str, api_key: str | None, *, timeout_seconds: float = 10.0) -> None:
         self.url = base_url.rstrip("/") + "/messages"
         self.api_key = api_key
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self.timeout_seconds = timeout_seconds
         self._session: aiohttp.ClientSession | None = None
 
     async def send(self, to: str, text: str, *, sender: str, reference: str) -> str:
+        import aiohttp  # on the first text: a deployment without an HTTP gateway never loads it
+
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_seconds))
         headers = {"Idempotency-Key": reference}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"

@@ -21,6 +21,7 @@ from core.log import get_logger
 from core.settings import Settings
 from omnichannel import Actor
 from omnichannel.channels.agent_replies import AgentReplies
+from omnichannel.channels.http import CHANNELS
 from omnichannel.channels.kb import KbArticle, KbArticlePatch, KbHit, NewKbArticle
 from omnichannel.channels.webchat import (
     Attachment,
@@ -30,7 +31,6 @@ from omnichannel.channels.webchat import (
     attachment_headers,
 )
 from omnichannel.channels.webchat_sockets import VisitorSockets
-from omnichannel.channels.wiring import CHANNELS
 
 api = Api("webchat")
 VISITOR_SOCKETS = web.AppKey("visitor_sockets", VisitorSockets)
@@ -253,7 +253,7 @@ async def _retry_replies(replies: AgentReplies, every: float) -> None:
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    from agent_desktop import DESKTOP
+    from agent_desktop.http import DESKTOP
 
     channels = app[CHANNELS]
     assert channels.bot is not None and channels.webchat is not None

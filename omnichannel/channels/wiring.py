@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from aiohttp import web
 from celery import Celery
 
 from core.audit import AuditLog
@@ -135,9 +134,6 @@ class Channels:
         if isinstance(self.wechat.transcribe, VoiceTranscriber):
             await self.wechat.transcribe.aclose()
         await self.crm.close()
-
-
-CHANNELS = web.AppKey("channels", Channels)
 
 
 def sms_provider(db: Database, settings: Settings) -> SmsProvider:

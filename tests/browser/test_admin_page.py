@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, expect
 
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from tests.conftest import ApiClient
 
 pytestmark = pytest.mark.browser

@@ -16,7 +16,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page, expect
 
-from agent_desktop import DESKTOP, AgentSkills, ContactKind, Desktop, NewContact, QueueConfig
+from agent_desktop import AgentSkills, ContactKind, Desktop, NewContact, QueueConfig
+from agent_desktop.http import DESKTOP
 from agent_desktop.models import QueuePatch
 from core.app import BUS, DATABASE
 from ivr_flows import CallbackRequest, FakeCall

@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, expect
 from asr.nlu import default_analyzer
 from core.settings import Settings
 from omnichannel import Actor
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from omnichannel.channels.webchat import agent_typing
 from tests.channels.test_email_notices import Relay
 from tests.conftest import ApiClient

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from core.db import Database
 from omnichannel import Actor, Channel, NewEvent
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from tests.channels.conftest import (
     customer_with,
     eventually,

@@ -24,7 +24,7 @@ from core.db import Database
 from core.embedded import free_port, spawn, wait_for_port
 from core.settings import Settings
 from omnichannel import Actor, Channel, NewEvent
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from omnichannel.channels.mail import start_listener
 from tests.channels.conftest import customer_with, eventually, timeline
 from tests.conftest import ApiClient

@@ -26,7 +26,7 @@ from aiohttp.test_utils import TestServer
 from core.db import Database
 from core.embedded import free_port, spawn, wait_for_port
 from core.settings import Settings
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from omnichannel.channels.imap import ImapConfig, ImapPoller, mailbox_name
 from omnichannel.channels.mail import EmailService
 from tests.channels.conftest import customer_with, eventually, timeline

@@ -23,7 +23,7 @@ from tests.channels import test_email
 from tests.channels.conftest import customer_with, eventually, timeline
 from tests.channels.test_email import ADDRESS, CUSTOMER, Sink, mail, send
 from tests.conftest import ApiClient
-from tickets import TICKETS
+from tickets.http import TICKETS
 
 listener = test_email.listener  # our SMTP listener, on this module's settings
 

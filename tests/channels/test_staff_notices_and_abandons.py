@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestServer
 
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from tests.channels.conftest import customer_with, eventually, timeline_kinds
 from tests.channels.webchat_client import Visitor, new_visitor_token
 from tests.conftest import ApiClient

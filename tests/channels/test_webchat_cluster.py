@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from core.app import build_app
 from core.settings import Settings
 from omnichannel import Actor
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from tests.channels.webchat_client import Visitor, new_visitor_token
 from tests.conftest import ApiClient, wait_until_ready
 

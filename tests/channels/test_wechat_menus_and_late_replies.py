@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 
 from core.db import Database
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from omnichannel.channels.wechat import SinkWeChatClient, WeChatService
 from tests.channels.conftest import customer_with, eventually, post_wechat, timeline, wechat_text, wechat_xml
 from tests.channels.test_bot_channels import passive_text, sent_on_wechat

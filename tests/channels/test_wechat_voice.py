@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from asr.models import ModelCatalog
 from core.db import Database
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from tests.channels.conftest import customer_with, eventually, post_wechat, timeline, wechat_xml
 from tests.conftest import ApiClient
 

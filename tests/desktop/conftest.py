@@ -12,7 +12,8 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, AgentSkills, Desktop, QueueConfig, StateChange
+from agent_desktop import AgentSkills, Desktop, QueueConfig, StateChange
+from agent_desktop.http import DESKTOP
 from core.app import build_app
 from core.auth import NewUser, Role, User
 from core.http import USERS

@@ -9,15 +9,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, ContactKind, Desktop, NewContact
+from agent_desktop import ContactKind, Desktop, NewContact
+from agent_desktop.http import DESKTOP
 from agent_desktop.models import WallboardConfigPatch
 from core.auth import NewUser, Role
 from core.http import USERS
 from core.settings import Settings
 from omnichannel import Identity, IdentityKind
-from omnichannel.channels import CHANNELS
+from omnichannel.channels.http import CHANNELS
 from tests.desktop.conftest import make_queue
-from tickets import TICKETS
+from tickets.http import TICKETS
 from tickets.models import StaffInput
 
 SUPERVISOR_PHONE = "+8613800138111"

@@ -10,7 +10,6 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from agent_desktop import (
-    DESKTOP,
     ContactKind,
     ContactStatus,
     Desktop,
@@ -18,6 +17,7 @@ from agent_desktop import (
     RecordingNotifier,
     StateChange,
 )
+from agent_desktop.http import DESKTOP
 from agent_desktop.models import AgentSkills, QueueConfig
 from core.auth import User, UserService
 from core.db import Database, utcnow

@@ -9,7 +9,8 @@ import pytest
 import socketio
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, Desktop
+from agent_desktop import Desktop
+from agent_desktop.http import DESKTOP
 from core.db import utcnow
 from tests.conftest import ApiClient
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request

@@ -9,7 +9,8 @@ import asyncio
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, Desktop
+from agent_desktop import Desktop
+from agent_desktop.http import DESKTOP
 from omnichannel import Actor, Channel, NewEvent
 from tests.channels.webchat_client import Visitor, new_visitor_token
 from tests.conftest import ApiClient

@@ -9,7 +9,8 @@ import asyncio
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, Desktop
+from agent_desktop import Desktop
+from agent_desktop.http import DESKTOP
 from core.app import BUS
 from core.auth import NewUser, Role
 from core.http import USERS

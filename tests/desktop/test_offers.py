@@ -8,7 +8,8 @@ import time
 import pytest
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, Desktop
+from agent_desktop import Desktop
+from agent_desktop.http import DESKTOP
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request
 
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, ContactKind, Desktop, NewContact
+from agent_desktop import ContactKind, Desktop, NewContact
+from agent_desktop.http import DESKTOP
 from core.app import BUS
 from omnichannel import Channel, Identity, IdentityKind, NewConversation
 from tests.conftest import ApiClient

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, ContactKind, Desktop, NewContact
+from agent_desktop import ContactKind, Desktop, NewContact
+from agent_desktop.http import DESKTOP
 from omnichannel import Identity, IdentityKind
 from tests.conftest import ApiClient
 from tests.desktop.conftest import make_agent, make_queue

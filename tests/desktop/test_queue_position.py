@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, Desktop
+from agent_desktop import Desktop
+from agent_desktop.http import DESKTOP
 from tests.desktop.conftest import make_agent, make_queue, queue_request
 
 

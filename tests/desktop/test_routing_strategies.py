@@ -11,7 +11,8 @@ import time
 import pytest
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, AgentSkills, ContactKind, Desktop, NewContact, StateChange
+from agent_desktop import AgentSkills, ContactKind, Desktop, NewContact, StateChange
+from agent_desktop.http import DESKTOP
 from core.db import utcnow
 from omnichannel import Identity, IdentityKind
 from tests.desktop.conftest import Connect, caller_with_history, make_agent, make_queue, queue_request

@@ -8,7 +8,8 @@ import datetime as dt
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, Desktop, StateChange
+from agent_desktop import Desktop, StateChange
+from agent_desktop.http import DESKTOP
 from tests.conftest import ApiClient
 from tests.desktop.conftest import make_agent
 

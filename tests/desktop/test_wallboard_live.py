@@ -9,7 +9,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, ContactKind, Desktop, NewContact
+from agent_desktop import ContactKind, Desktop, NewContact
+from agent_desktop.http import DESKTOP
 from core.app import DATABASE
 from core.db import utcnow
 from omnichannel import Identity, IdentityKind

@@ -14,7 +14,8 @@ import json
 
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, AgentSkills, Desktop, QueueConfig
+from agent_desktop import AgentSkills, Desktop, QueueConfig
+from agent_desktop.http import DESKTOP
 from tests.conftest import ApiClient
 from tests.desktop.conftest import queue_request
 from tests.softphone.phones import (  # noqa: F401 (the fixtures are used by name)

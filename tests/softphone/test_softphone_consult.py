@@ -23,7 +23,8 @@ import redis.asyncio as aioredis
 import socketio
 from aiohttp.test_utils import TestServer
 
-from agent_desktop import DESKTOP, AgentSkills, Desktop, QueueConfig
+from agent_desktop import AgentSkills, Desktop, QueueConfig
+from agent_desktop.http import DESKTOP
 from core.embedded import EmbeddedServer
 from telephony.http import CALL_CONTROL
 from telephony.media_relay import media_channel
