@@ -14,6 +14,7 @@ import socketio
 from aiohttp.test_utils import TestServer
 
 from core.db import Database
+from omnichannel.channels.http import CHANNELS
 from tests.channels.conftest import eventually
 from tests.channels.webchat_client import Visitor, new_visitor_token
 from tests.conftest import ApiClient
@@ -156,7 +157,7 @@ async def test_a_resend_after_reconnect_is_stored_once_and_missed_messages_are_r
     await visitor.disconnect()
 
     # While the visitor is away the bot and an agent say something on their conversation.
-    webchat = server.app[__import__("omnichannel.channels", fromlist=["CHANNELS"]).CHANNELS].webchat
+    webchat = server.app[CHANNELS].webchat
     conversation_id = first["ok"] and (await webchat.conversation_of_visitor(token.split(".")[0]))
     from omnichannel import Actor
 
