@@ -28,7 +28,6 @@ import threading
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from redis.exceptions import RedisError
 
 from core.aio import stop_tasks
@@ -37,7 +36,7 @@ from core.errors import Conflict
 from core.log import get_logger
 from core.settings import Settings
 from ivr_flows.errors import NoActiveFlow
-from ivr_flows.executor import FlowExecutor
+from ivr_flows.executor import FlowExecutor, LazySession
 from ivr_flows.gateways import QueueGateway, TicketServiceGateway
 from ivr_flows.nodes import QueueNode
 from ivr_flows.registry import FlowRegistry
@@ -116,7 +115,7 @@ class FlowLine:
         self.channels: Channels | None = None
         self.desktop: Desktop | None = None
         self.services: RouterServices | None = None
-        self._http: aiohttp.ClientSession | None = None
+        self._http: LazySession | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
     def route(self, called: str) -> CallHandler | None:
@@ -146,7 +145,7 @@ class FlowLine:
         tickets = create_service(db, omni, settings, notifier=self.channels.notifier)
         self.desktop = Desktop.create(db, omni, tickets, UserService(db), QuietNotifier())
         self.recognizer = build_recognizer(settings)
-        self._http = aiohttp.ClientSession()
+        self._http = LazySession()
         # The bus is not started in a worker (its listener takes every event of the platform): the
         # registry polls, and _follow_activations hears flow.activated and flow.hours_override alone.
         self.registry = FlowRegistry(

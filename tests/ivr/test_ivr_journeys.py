@@ -27,6 +27,7 @@ from ivr_flows import (
     ScriptedSpeech,
     parse_flow,
 )
+from ivr_flows.executor import LazySession
 from telephony.api import CallerRecord, HangupCause
 from tests.ivr.conftest import SHANGHAI, MakeExecutor
 
@@ -354,8 +355,11 @@ async def test_order_status_is_looked_up_and_read_out(
     call = FakeCall(dtmf="2")
     call.at_prompt(3, press="12345#")
     call.at_prompt(5, press="0")  # after hearing the status: an agent, please
-    async with aiohttp.ClientSession() as http:
+    http = LazySession()  # what a telephony line gives its executor: the session opens at the first lookup
+    try:
         context = await make_executor(http=http).run(main_flow, call, variables={"order_api": orders})
+    finally:
+        await http.close()
 
     lookup = next(step for step in context.path if step.node == "order_lookup")
     assert lookup.result == "ok" and lookup.input["url"] == f"{orders}/12345"
