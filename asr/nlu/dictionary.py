@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,10 +38,9 @@ from typing import Any
 
 import marisa_trie
 
-from core.child import failure_line
 from core.log import get_logger
 
-from .cache import default_cache_dir
+from .cache import default_cache_dir, made_once
 
 # jieba 0.42 imports pkg_resources (deprecated; 14 MB and a scan of every installed distribution) only to
 # open its own dictionary file, and opens it with plain open() when that import fails: make it fail, unless
@@ -262,29 +260,8 @@ def cached_words(cache_dir: Path) -> CompactWords:
     damaged, built in this process if that fails (logged)."""
     data = _dictionary_bytes()
     path = cache_dir / f"jieba-{_fingerprint(data)}.words"
-    try:
-        return load(path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        log.warning("nlu.dictionary_cache_unreadable", path=str(path), error=str(exc))
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "asr.nlu.dictionary", str(cache_dir)],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=BUILD_TIMEOUT_SECONDS,
-        )
-        return load(path)
-    except subprocess.CalledProcessError as exc:
-        log.warning(
-            "nlu.dictionary_build_failed", path=str(path), error=failure_line(exc.stderr, exc.returncode)
-        )
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        log.warning("nlu.dictionary_cache_failed", path=str(path), error=str(exc))
-    return build(data)
+    command = ("-m", "asr.nlu.dictionary", str(cache_dir))
+    return made_once(path, load, command, timeout=BUILD_TIMEOUT_SECONDS, what="dictionary") or build(data)
 
 
 _lock = threading.Lock()

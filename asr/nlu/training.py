@@ -15,13 +15,12 @@ Two processes starting together may both train; each writes its file whole and t
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
-from core.child import failure_line
 from core.log import get_logger
 
+from .cache import made_once
 from .classifier import IntentModel, model_fingerprint, train_model
 from .config import NluConfig, load_config
 from .segmenter import shared_segmenter
@@ -35,29 +34,8 @@ def cached_model(config: NluConfig, config_dir: Path, cache_dir: Path) -> Intent
     """The model for ``config`` (read from ``config_dir``), trained by a child process if not cached yet;
     None when that fails (logged)."""
     path = cache_dir / f"intent-{model_fingerprint(config)}.npz"
-    try:
-        return IntentModel.load(path)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        log.warning("nlu.model_cache_unreadable", path=str(path), error=str(exc))
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "asr.nlu.training", str(config_dir), str(path)],
-            check=True,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=TRAIN_TIMEOUT_SECONDS,
-        )
-        return IntentModel.load(path)
-    except subprocess.CalledProcessError as exc:
-        log.warning(
-            "nlu.model_training_failed", path=str(path), error=failure_line(exc.stderr, exc.returncode)
-        )
-    except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        log.warning("nlu.model_cache_failed", path=str(path), error=str(exc))
-    return None
+    command = ("-m", "asr.nlu.training", str(config_dir), str(path))
+    return made_once(path, IntentModel.load, command, timeout=TRAIN_TIMEOUT_SECONDS, what="model")
 
 
 def main(argv: list[str]) -> int:
