@@ -21,8 +21,8 @@ Compare runs by RSS: a library's pages are shared with every other process that 
 Python processes of the same ``.venv`` on the machine included, so PSS and USS move with what else runs.
 
 It measures twice: on the first start (empty data directory: the IVR's prompts are rendered, by a child
-process of the telephony worker; the NLU model is trained by a child of the web process unless
-``~/.cache/huiliu/nlu`` has it) and after a restart on the same directory (prompts cached), which is what
+process of the telephony worker; the NLU model and jieba's compact dictionary are made by children of the
+web process unless ``~/.cache/huiliu/nlu`` has them) and after a restart on the same directory (prompts cached), which is what
 ``make run`` users see from the second time on. The telephony pool is elastic: idle, it runs
 ``HUILIU_TELEPHONY_POOL_SIZE`` workers (``--pool``). The target is DESIGN.md's "platform idle memory
 without ASR models ≤ 400 MB RSS"; the summed RSS counts shared pages several times (Kamailio's children
