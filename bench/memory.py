@@ -22,9 +22,9 @@ Python processes of the same ``.venv`` on the machine included, so PSS and USS m
 
 It measures twice: on the first start (empty data directory: the IVR's prompts are rendered, by a child
 process of the telephony worker; the NLU model and jieba's compact dictionary are made by children of the
-web process unless ``~/.cache/huiliu/nlu`` has them) and after a restart on the same directory (prompts cached), which is what
-``make run`` users see from the second time on. The telephony pool is elastic: idle, it runs
-``HUILIU_TELEPHONY_POOL_SIZE`` workers (``--pool``). The target is DESIGN.md's "platform idle memory
+web process unless ``~/.cache/huiliu/nlu`` has them) and after a restart on the same directory (prompts
+cached), which is what ``make run`` users see from the second time on. The telephony pool is elastic: idle,
+it runs ``HUILIU_TELEPHONY_POOL_SIZE`` workers (``--pool``). The target is DESIGN.md's "platform idle memory
 without ASR models ≤ 400 MB RSS"; the summed RSS counts shared pages several times (Kamailio's children
 share most of theirs), so the PSS total is printed beside it. With ``--imports``, each kind of Python
 process's imports are replayed in a fresh interpreter: the RSS before and after, and what each third-party
