@@ -87,7 +87,9 @@ ENTRIES = {
     "celery worker (+ beat)": "import core.worker, core.tasks, tickets.tasks, omnichannel.channels.tasks",
     "telephony pool": "import core.cli, telephony.cli, telephony.pool",
     "pjsua2 worker": WORKER,
-    "pjsua2 worker, after a Mandarin prompt with a variable": WORKER
+    # a value with hanzi nobody read ahead (a name, a date in words): digits and letters are read from the
+    # readings prepare's child made, but this loads pypinyin
+    "pjsua2 worker, after a Mandarin prompt with unread hanzi": WORKER
     + "; from ivr_flows.tts import to_pinyin; to_pinyin('您好')",
     "embedded mongodb": "import core.mongod, secantus.server",
     "supervisor": "import core.cli, core.supervisor; core.cli.build_parser(['run'])",

@@ -5,7 +5,9 @@ the ASR taps use, so no resampling happens on a live call.
 
 * Mandarin: hanzi → pypinyin with tone numbers (``ni3 hao3``) → espeak-ng's ``cmn-latn-pinyin`` voice
   (its plain ``cmn`` voice mangles hanzi). Digits are read one by one (按 1, 订单号 12345), as callers
-  expect from a phone menu.
+  expect from a phone menu. A telephony worker does not import pypinyin: ``prepare`` has a child process
+  make the flow's prompts and read every run of hanzi in it, placeholders' neighbours included, so a
+  prompt with a queue position or a ticket number in it is read from those readings.
 * English: espeak-ng ``en``; runs of four or more digits are read digit by digit.
 * espeak-ng's output is converted by sox to the format above and normalised to -3 dBFS.
 
@@ -53,14 +55,55 @@ class PromptError(Exception):
     """A prompt could not be made (espeak-ng or sox missing or failing, a recorded file missing)."""
 
 
-def to_pinyin(text: str) -> str:
-    """Mandarin text as tone-numbered pinyin for espeak-ng: ``您好，请按1`` → ``nin2 hao3, qing3 an4 yi1``."""
-    # pypinyin loads its dictionaries (~50 MB) on import: only processes that speak pay for them
+# pypinyin's "has a reading" characters (pypinyin.constants.RE_HANS, 0.55): it cuts text into runs of them
+# and the rest, and reads each run on its own (phrases never cross a digit or a space). A test checks the two
+# stay equal.
+_HANS = (
+    "\u3007\ue815-\ue864\ufa18\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\U00020000-\U0002a6df\U0002a703-\U0002b73f\U0002b740-\U0002b81d\U0002b825-\U0002bf6e"
+    "\U0002c029-\U0002ce93\U0002d016\U0002d11b-\U0002ebd9\U0002f80a-\U0002fa1f"
+    "\U00030000-\U0003134a\U000300f7-\U00031288\U00030edd\U00030ede\U00031350-\U00032389"
+)
+_HAN_RUN = re.compile(f"([{_HANS}]+)")
+
+
+def _mandarin(text: str) -> str:
+    return text.replace("#号", "井号").replace("*号", "星号")
+
+
+def han_runs(text: str) -> list[str]:
+    """The runs of characters pypinyin reads in ``text`` (placeholders split them: ``{n}`` is not Han)."""
+    return _HAN_RUN.findall(_mandarin(text))
+
+
+def read_runs(runs: Sequence[str]) -> dict[str, list[str]]:
+    """pypinyin's readings of each run (tone-numbered syllables, one per character): what ``to_pinyin``
+    looks up instead of importing pypinyin."""
     from pypinyin import Style, lazy_pinyin
 
+    return {run: lazy_pinyin(run, style=Style.TONE3, neutral_tone_with_five=True) for run in runs}
+
+
+def pinyin_chunks(text: str, known: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """What ``pypinyin.lazy_pinyin(text, style=TONE3, neutral_tone_with_five=True)`` gives, run by run: runs
+    of hanzi found in ``known`` (``read_runs``) are not converted again; any other run imports pypinyin (its
+    dictionaries take ~55 MB: only processes that speak text nobody read for them pay for them)."""
+    chunks: list[str] = []
+    for index, piece in enumerate(_HAN_RUN.split(text)):
+        if not piece:
+            continue
+        if index % 2 == 0:  # not hanzi: pypinyin passes it on as one chunk
+            chunks.append(piece)
+            continue
+        reading = known.get(piece) if known is not None else None
+        chunks.extend(reading if reading is not None else read_runs([piece])[piece])
+    return chunks
+
+
+def to_pinyin(text: str, known: Mapping[str, Sequence[str]] | None = None) -> str:
+    """Mandarin text as tone-numbered pinyin for espeak-ng: ``您好，请按1`` → ``nin2 hao3, qing3 an4 yi1``."""
     words: list[str] = []
-    text = text.replace("#号", "井号").replace("*号", "星号")
-    for chunk in lazy_pinyin(text, style=Style.TONE3, neutral_tone_with_five=True):
+    for chunk in pinyin_chunks(_mandarin(text), known):
         if chunk.isascii() and re.fullmatch(r"[a-z]+[1-5]", chunk):
             words.append(chunk)
             continue
@@ -100,6 +143,7 @@ class PromptRenderer:
         self.sox = sox
         self._inflight: dict[Path, asyncio.Future[Path]] = {}
         self._ready: set[Path] = set()  # files known to exist: the hot path needs no system call
+        self._readings: dict[str, list[str]] = {}  # hanzi run → pinyin, made by a child (prepare)
 
     def key(self, text: str, language: str) -> str:
         voice = VOICES[language]
@@ -158,22 +202,26 @@ class PromptRenderer:
         """Render the parts that have no placeholders (the static prompts of a flow) ahead of calls;
         returns how many distinct prompts were rendered or found. Failures are logged, not raised.
 
-        Mandarin prompts missing from the cache are made by one child process (``python -m
-        ivr_flows.tts``) unless this process converts Mandarin already: pypinyin's dictionaries take
-        ~55 MB, which every telephony worker starting on a cold cache would otherwise keep for good."""
-        texts = list(
+        Unless this process converts Mandarin already, pypinyin (~55 MB, which every telephony worker
+        would keep for good) is left to one child process (``python -m ivr_flows.tts``): it makes the
+        Mandarin prompts missing from the cache, and reads every run of hanzi in the parts, those with
+        placeholders too (``{position}`` splits 您前面还有{position}位), into
+        ``<cache_dir>/pinyin-<hash>.json``. A prompt whose values are digits or Latin letters (a queue
+        position, a ticket number) is then spoken from those readings; only other hanzi in a value make
+        this process import pypinyin."""
+        every = list(
             dict.fromkeys(
-                (text, text_language)
-                for part in parts
-                for text, text_language in _all_texts(part, language)
-                if not Template(text).names
+                (text, text_language) for part in parts for text, text_language in _all_texts(part, language)
             )
         )
+        texts = [(text, text_language) for text, text_language in every if not Template(text).names]
         if "pypinyin" not in sys.modules:
-            mandarin = [text for text, text_language in texts if text_language == "zh"]
-            missing = [text for text in mandarin if not await asyncio.to_thread(self._made, text, "zh")]
-            if missing:
-                await self._speak_in_child(missing, "zh")
+            await self._read_in_child(
+                [text for text, text_language in texts if text_language == "zh"],
+                sorted(
+                    {run for text, text_language in every if text_language == "zh" for run in han_runs(text)}
+                ),
+            )
         done = 0
         for text, text_language in texts:
             try:
@@ -187,22 +235,32 @@ class PromptRenderer:
         """Whether ``speak`` has a file for ``text`` without synthesising it (a recording or the cache)."""
         return any(path is not None and path.is_file() for path in self._files(text, language))
 
-    async def _speak_in_child(self, texts: list[str], language: str) -> None:
-        """``speak`` every text in a child process (same cache, same locks); what it could not make is
-        left for this process to try (and report)."""
-        command = [
-            *(sys.executable, "-m", "ivr_flows.tts", str(self.cache_dir), language),
-            *("--speed", str(self.speed), "--espeak", self.espeak, "--sox", self.sox),
-        ]
-        process = await asyncio.create_subprocess_exec(
-            *command, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        stdin = json.dumps(texts, ensure_ascii=False).encode()
-        _, err = await communicate(process, stdin, within=60 + 5 * len(texts))
-        if process.returncode != 0:
-            log.warning(
-                "ivr.prompt_child_failed", code=process.returncode, error=err.decode(errors="replace")[-300:]
+    async def _read_in_child(self, mandarin: list[str], runs: list[str]) -> None:
+        """In a child process (same cache, same locks): ``speak`` the Mandarin ``texts`` not made yet, and
+        read ``runs`` unless their readings are on disk; what it could not make is left for this process
+        to try (and report)."""
+        readings_file = self.cache_dir / f"pinyin-{_digest(runs)}.json"
+        readings = await asyncio.to_thread(_load_readings, readings_file)
+        missing = [text for text in mandarin if not await asyncio.to_thread(self._made, text, "zh")]
+        if missing or readings is None:
+            command = [
+                *(sys.executable, "-m", "ivr_flows.tts", str(self.cache_dir), "zh"),
+                *("--speed", str(self.speed), "--espeak", self.espeak, "--sox", self.sox),
+                *("--readings", str(readings_file)),
+            ]
+            process = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
             )
+            stdin = json.dumps({"texts": missing, "runs": runs}, ensure_ascii=False).encode()
+            _, err = await communicate(process, stdin, within=60 + 5 * len(missing))
+            if process.returncode != 0:
+                log.warning(
+                    "ivr.prompt_child_failed",
+                    code=process.returncode,
+                    error=err.decode(errors="replace")[-300:],
+                )
+            readings = await asyncio.to_thread(_load_readings, readings_file)
+        self._readings.update(readings or {})
 
     # ------------------------------------------------------------------------------------------ helpers
 
@@ -256,7 +314,7 @@ class PromptRenderer:
         return target
 
     async def _synthesize(self, text: str, language: str, target: Path) -> None:
-        spoken = to_pinyin(text) if language == "zh" else to_english_speech(text)
+        spoken = to_pinyin(text, self._readings) if language == "zh" else to_english_speech(text)
         if not spoken.strip():
             raise PromptError(f"nothing to say in {text!r}")
         wav = await self._run(
@@ -344,6 +402,32 @@ def _concatenate(files: Sequence[Path], target: Path) -> None:
                 out.writeframes(part.readframes(part.getnframes()))
 
 
+def _digest(runs: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(list(runs), ensure_ascii=False).encode()).hexdigest()[:24]
+
+
+def _load_readings(path: Path) -> dict[str, list[str]] | None:
+    """The readings written by ``write_readings``; None when missing or not whole."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not all(
+        isinstance(run, str) and isinstance(reading, list) and all(isinstance(s, str) for s in reading)
+        for run, reading in data.items()
+    ):
+        return None
+    return data
+
+
+def write_readings(runs: Sequence[str], path: Path) -> None:
+    """``read_runs(runs)`` into ``path``, whole (a temporary file renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(read_runs(runs), ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary, path)
+
+
 async def _speak_all(renderer: PromptRenderer, texts: list[str], language: str) -> int:
     failed = 0
     for text in texts:
@@ -356,16 +440,21 @@ async def _speak_all(renderer: PromptRenderer, texts: list[str], language: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ivr_flows.tts CACHE_DIR LANGUAGE`` with a JSON list of texts on stdin: synthesise them
-    into the cache (``PromptRenderer.prepare`` runs this); exit status 1 if any failed."""
+    """``python -m ivr_flows.tts CACHE_DIR LANGUAGE [--readings FILE]`` with ``{"texts": [...], "runs":
+    [...]}`` on stdin: synthesise the texts into the cache and, with ``--readings``, write the runs'
+    readings there (``PromptRenderer.prepare`` runs this); exit status 1 if any text failed."""
     parser = argparse.ArgumentParser(prog="python -m ivr_flows.tts")
     parser.add_argument("cache_dir", type=Path)
     parser.add_argument("language", choices=sorted(VOICES))
     parser.add_argument("--speed", type=int, default=150)
     parser.add_argument("--espeak", default="espeak-ng")
     parser.add_argument("--sox", default="sox")
+    parser.add_argument("--readings", type=Path)
     args = parser.parse_args(argv)
-    texts = [str(text) for text in json.load(sys.stdin)]
+    request = json.load(sys.stdin)
+    texts = [str(text) for text in request.get("texts", [])]
+    if args.readings is not None:
+        write_readings([str(run) for run in request.get("runs", [])], args.readings)
     renderer = PromptRenderer(args.cache_dir, speed=args.speed, espeak=args.espeak, sox=args.sox)
     return 1 if asyncio.run(_speak_all(renderer, texts, args.language)) else 0
 

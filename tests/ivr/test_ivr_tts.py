@@ -17,7 +17,7 @@ import pytest
 
 from ivr_flows import PromptRenderer
 from ivr_flows.nodes import PromptPart
-from ivr_flows.tts import to_pinyin
+from ivr_flows.tts import pinyin_chunks, to_pinyin
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
@@ -148,16 +148,27 @@ def test_a_process_that_does_not_speak_mandarin_yet_has_its_prompts_made_by_a_ch
         "flow = parse_flow(Path('ivr_flows/flows/main.yaml').read_text(encoding='utf-8'))\n"
         "renderer = PromptRenderer(Path(sys.argv[1]))\n"
         "rendered = asyncio.run(renderer.prepare(list(flow.prompt_parts()), flow.language))\n"
-        "print(json.dumps({'rendered': rendered, 'pypinyin': 'pypinyin' in sys.modules}))\n"
+        "static = 'pypinyin' in sys.modules\n"
+        "spoken = asyncio.run(renderer.speak(sys.argv[2], 'zh'))\n"  # the queue prompt, position 3
+        "print(json.dumps({'rendered': rendered, 'pypinyin': static, 'pypinyin_after_variable':\n"
+        "    'pypinyin' in sys.modules, 'spoken': str(spoken)}))\n"
     )
     cache = tmp_path / "cache"
+    queue_prompt = (
+        "您现在排在第3位，预计等待约12分钟。"  # main.yaml: 第{queue_position}位 … 约{queue_wait_minutes}分钟
+    )
     done = subprocess.run(
-        [sys.executable, "-c", script, str(cache)], cwd=REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, str(cache), queue_prompt],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["pypinyin"] is False
-    assert result["rendered"] == wav_files(cache) > 30
+    assert result["pypinyin_after_variable"] is False, "a prompt with digits in it loaded pypinyin"
+    assert result["rendered"] == wav_files(cache) - 1 > 30
 
     here = PromptRenderer(tmp_path / "here")
     text = "您好，欢迎致电汇流客服。"
@@ -165,3 +176,29 @@ def test_a_process_that_does_not_speak_mandarin_yet_has_its_prompts_made_by_a_ch
     _, seconds, rms = measure(made_by_child)
     _, expected_seconds, expected_rms = measure(asyncio.run(here.speak(text, "zh")))
     assert seconds == expected_seconds and rms == pytest.approx(expected_rms, rel=0.01)
+    _, seconds, rms = measure(Path(result["spoken"]))
+    _, expected_seconds, expected_rms = measure(asyncio.run(here.speak(queue_prompt, "zh")))
+    assert seconds == expected_seconds and rms == pytest.approx(expected_rms, rel=0.01)
+
+
+def test_hanzi_runs_are_read_as_pypinyin_reads_the_whole_text() -> None:
+    """``to_pinyin`` reads text run by run (so a worker can use readings a child made); the chunks are
+    pypinyin's own for the whole text, and the characters that make a run are pypinyin's."""
+    from pypinyin import Style, lazy_pinyin
+    from pypinyin.constants import RE_HANS
+
+    from ivr_flows.tts import _HAN_RUN
+
+    lines = [
+        line.strip()
+        for path in [*REPO.glob("ivr_flows/**/*.yaml"), *REPO.glob("asr/nlu/data/*.yaml"), REPO / "README.md"]
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if _HAN_RUN.search(line)
+    ]
+    lines += ["还有3位，约12分钟", "单号T2026-0042，", "重庆银行行长", "〇一二", "𠀀𪚥 ab3 长", ""]
+    assert len(lines) > 200
+    for line in lines:
+        assert pinyin_chunks(line) == lazy_pinyin(line, style=Style.TONE3, neutral_tone_with_five=True), line
+    ours = {code for code in range(0x110000) if _HAN_RUN.fullmatch(chr(code))}
+    theirs = {code for code in range(0x110000) if RE_HANS.match(chr(code))}
+    assert ours == theirs
