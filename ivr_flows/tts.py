@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from core.child import communicate
+from core.files import write_whole
 from core.log import get_logger
 from ivr_flows.expressions import Template, Value
 from ivr_flows.nodes import PromptPart
@@ -421,11 +422,8 @@ def _load_readings(path: Path) -> dict[str, list[str]] | None:
 
 
 def write_readings(runs: Sequence[str], path: Path) -> None:
-    """``read_runs(runs)`` into ``path``, whole (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(read_runs(runs), ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, path)
+    """``read_runs(runs)`` into ``path``, whole."""
+    write_whole(path, json.dumps(read_runs(runs), ensure_ascii=False).encode())
 
 
 async def _speak_all(renderer: PromptRenderer, texts: list[str], language: str) -> int:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from core.files import write_whole
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,7 @@ def write_status(path: Path, worker_id: str, state: dict[str, Any]) -> None:
         "times": times,
         "beat_at": time.time(),
     }
-    scratch = path.with_suffix(".tmp")
-    scratch.write_text(json.dumps(status))
-    os.replace(scratch, path)
+    write_whole(path, json.dumps(status).encode())
 
 
 def read_status(path: Path) -> WorkerStatus | None:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import bisect
 import hashlib
 import importlib.metadata
+import io
 import itertools
 import json
-import os
 import re
 import zipfile
 from collections import Counter
@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+
+from core.files import write_whole
 
 from . import dictionary as dictionary_module
 from . import pinyin
@@ -225,19 +227,11 @@ class IntentModel:
             {"format": MODEL_FORMAT, "classes": self.classes, "vocabularies": self.vocabularies},
             ensure_ascii=False,
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with tmp.open("wb") as out:
-                np.savez(
-                    out,
-                    meta=np.array(meta),
-                    idf=self.idf,
-                    coefficients=self.coefficients,
-                    intercepts=self.intercepts,
-                )
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        out = io.BytesIO()
+        np.savez(
+            out, meta=np.array(meta), idf=self.idf, coefficients=self.coefficients, intercepts=self.intercepts
+        )
+        write_whole(path, out.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> IntentModel:

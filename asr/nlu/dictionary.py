@@ -23,21 +23,19 @@ the child fails, the process builds the trie itself (heavier, not broken).
 from __future__ import annotations
 
 import array
-import functools
 import hashlib
 import importlib.metadata
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import marisa_trie
 
+from core.files import write_whole
 from core.log import get_logger
 
 from .cache import default_cache_dir, made_once
@@ -113,12 +111,12 @@ class CompactWords:
             for word, key in self.trie.iter_prefixes_with_ids(rest)
             if (freq := extra.get(word, self.freqs[key]))
         ]
-        for word in self._extra_by_first.get(rest[:1], ()):
-            freq = extra[word]
-            if freq and rest.startswith(word) and self.trie.get(word) is None:
-                found.append((start + len(word) - 1, freq))
-                found.sort()
-        return found
+        added = [
+            (start + len(word) - 1, freq)
+            for word in self._extra_by_first.get(rest[:1], ())
+            if (freq := extra[word]) and rest.startswith(word) and self.trie.get(word) is None
+        ]
+        return sorted(found + added) if added else found
 
 
 class CompactTokenizer(jieba.Tokenizer):  # type: ignore[misc]  # jieba has no type information
@@ -208,24 +206,14 @@ def build(data: bytes) -> CompactWords:
 def save(words: CompactWords, path: Path) -> None:
     """Write ``words`` to ``path`` whole (a temporary file renamed into place)."""
     trie_bytes = words.trie.tobytes()
-    freq_bytes = (
-        array.array("I", words.freqs).tobytes() if sys.byteorder == "little" else _swapped(words.freqs)
-    )
+    freq_bytes = words.freqs.tobytes() if sys.byteorder == "little" else _swapped(words.freqs)
     header = {
         "format": FORMAT,
         "total": words.total,
         "trie_bytes": len(trie_bytes),
         "sha256": hashlib.sha256(trie_bytes + freq_bytes).hexdigest(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(json.dumps(header).encode() + b"\n" + trie_bytes + freq_bytes)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_whole(path, json.dumps(header).encode() + b"\n" + trie_bytes + freq_bytes)
 
 
 def load(path: Path) -> CompactWords:
@@ -265,19 +253,18 @@ def cached_words(cache_dir: Path) -> CompactWords:
 
 
 _lock = threading.Lock()
-
-
-@functools.cache
-def _base() -> CompactTokenizer:
-    jieba.setLogLevel(logging.WARNING)  # jieba prints its load progress at DEBUG otherwise
-    return CompactTokenizer(cached_words(default_cache_dir()))
+_base: CompactTokenizer | None = None
 
 
 def base_tokenizer() -> CompactTokenizer:
     """The process's tokenizer over jieba's own dictionary (the knowledge base's search cuts with it, and
     every ``Segmenter`` reads its words), loaded on first use."""
+    global _base
     with _lock:
-        return _base()
+        if _base is None:
+            jieba.setLogLevel(logging.WARNING)  # jieba prints its load progress at DEBUG otherwise
+            _base = CompactTokenizer(cached_words(default_cache_dir()))
+        return _base
 
 
 def main(argv: list[str]) -> int:
